@@ -1,0 +1,1 @@
+"""Loaders over preprocessed shards (FFCV, DALI); a plain-PyTorch reference; one batch contract."""

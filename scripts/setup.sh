@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian packages, .venv, torch (explicitly), the project and its pinned stack,
+# DeepSpeed's CPU communication op pre-built. A second run checks a stamp and returns in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+TORCH_VERSION=2.13.0
+APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev)
+STAMP="$VENV/.setup-stamp"
+
+want_stamp() {
+    cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1
+}
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(want_stamp)" ]]; then
+    echo "setup: up to date ($VENV)"
+    exit 0
+fi
+
+# 1. Debian packages: ffcv compiles against OpenCV and libjpeg-turbo, found through pkg-config.
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# 2. The virtual environment.
+if [[ ! -x "$VENV/bin/python" ]]; then
+    command -v "$PYTHON" >/dev/null || PYTHON=python3
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" --upgrade pip setuptools wheel
+
+# 3. torch first and explicitly: the CPU wheel where no NVIDIA driver is present, else the CUDA build
+#    (TORCH_INDEX_URL, e.g. https://download.pytorch.org/whl/cu130, selects the wheel index).
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+        "${PIP[@]}" "torch==$TORCH_VERSION" --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu130}"
+    else
+        "${PIP[@]}" "torch==$TORCH_VERSION"
+    fi
+fi
+
+# 4. The project, editable, with the pinned stack and the dev tools.
+"${PIP[@]}" -e ".[dev]"
+
+# 5. DeepSpeed JIT-compiles its shared-memory communication op on the first initialize of a CPU run
+#    (~20-100 s); build it once here so tests and the demo load it from the extension cache.
+"$VENV/bin/python" - <<'PY'
+import time
+import torch
+t = time.time()
+if not torch.cuda.is_available():
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+    ShareMemCommBuilder().load(verbose=False)
+print(f"setup: DeepSpeed CPU ops ready ({time.time() - t:.1f} s)")
+PY
+
+want_stamp >"$STAMP"
+echo "setup: done ($VENV)"
