@@ -1,0 +1,239 @@
+"""Modality encoders, late fusion and the shared head.
+
+The model is ``encoders`` (an ``nn.ModuleDict`` modality -> encoder returning (B, D_m) features)
+and one linear ``head`` over the features concatenated in ``encoders`` order, as in the paper and
+OGM-GE. A modality's unimodal logits are the head's own slice (``inforeg.functional``), so no
+extra heads are needed; `ModalityGroups` is built from ``encoders``.
+
+Encoders:
+- ``resnet18``: the paper's encoder for spectrograms (B, 1, F, T) and frames (B, K, 3, H, W);
+  frames run as a (B*K) batch and are average-pooled over time and space (as OGM-GE).
+- ``cnn``: a small conv net with the same input conventions, for tests and demos.
+- ``transformer``: a small text encoder over (B, L) token ids with a padding mask.
+- ``mlp``: bag-of-embeddings text encoder (masked mean of embeddings, then an MLP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+ENCODER_KINDS = ("resnet18", "cnn", "transformer", "mlp")
+IMAGE_KINDS = ("resnet18", "cnn")
+TEXT_KINDS = ("transformer", "mlp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderConfig:
+    """One modality's encoder."""
+
+    kind: str
+    """resnet18 | cnn (audio spectrograms, video frames) | transformer | mlp (text)."""
+    width: int = 64
+    """Base channel count (resnet18: 64 as in the paper; cnn: first conv's channels)."""
+    dim: int = 128
+    """Output feature size D_m for cnn / transformer / mlp (resnet18 always gives 8 * width)."""
+    layers: int = 2
+    """transformer: encoder layers."""
+    heads: int = 4
+    """transformer: attention heads (must divide dim)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENCODER_KINDS:
+            raise ValueError(f"encoder kind must be one of {ENCODER_KINDS}, got {self.kind!r}")
+        for name in ("width", "dim", "layers", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"encoder {name} must be >= 1, got {getattr(self, name)}")
+        if self.kind == "transformer" and self.dim % self.heads:
+            raise ValueError(f"encoder dim {self.dim} must be divisible by heads {self.heads}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Encoders per modality (their order is the head's concatenation order) and the fusion."""
+
+    encoders: Mapping[str, EncoderConfig] = field(default_factory=dict)
+    fusion: str = "concat"
+
+    def __post_init__(self) -> None:
+        if not self.encoders:
+            raise ValueError("model.encoders must name at least one modality")
+        if self.fusion != "concat":
+            raise ValueError(f"model.fusion: only 'concat' is implemented, got {self.fusion!r}")
+        for modality, enc in self.encoders.items():
+            if modality == "text" and enc.kind not in TEXT_KINDS:
+                raise ValueError(f"model.encoders.text.kind must be one of {TEXT_KINDS}")
+            if modality in ("audio", "video") and enc.kind not in IMAGE_KINDS:
+                raise ValueError(f"model.encoders.{modality}.kind must be one of {IMAGE_KINDS}")
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    logits: Tensor  # (B, C)
+    features: dict[str, Tensor]  # modality -> (B, D_m), in head order
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def resnet18_trunk(in_channels: int, width: int) -> nn.Sequential:
+    """ResNet-18 without its classifier: (N, in_channels, H, W) -> (N, 8 * width, H/32, W/32)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    ]
+    c_in = width
+    for stage, c_out in enumerate((width, 2 * width, 4 * width, 8 * width)):
+        stride = 1 if stage == 0 else 2
+        layers += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]
+        c_in = c_out
+    trunk = nn.Sequential(*layers)
+    for m in trunk.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return trunk
+
+
+def small_cnn_trunk(in_channels: int, width: int) -> nn.Sequential:
+    """Four stride-2 conv+BN+ReLU stages: (N, C, H, W) -> (N, 8 * width, H/16, W/16)."""
+    layers: list[nn.Module] = []
+    c_in = in_channels
+    for c_out in (width, 2 * width, 4 * width, 8 * width):
+        layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        c_in = c_out
+    return nn.Sequential(*layers)
+
+
+class ImageEncoder(nn.Module):
+    """Spectrograms (B, C, F, T) or frame stacks (B, K, C, H, W) -> (B, D) by a 2-D trunk.
+
+    Frames are folded into the batch, run through the trunk, and averaged over time and space.
+    """
+
+    def __init__(self, trunk: nn.Module, trunk_channels: int, dim: int | None):
+        super().__init__()
+        self.trunk = trunk
+        self.proj: nn.Module = nn.Identity() if dim is None else nn.Linear(trunk_channels, dim)
+        self.out_dim = trunk_channels if dim is None else dim
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if x.dim() == 5:  # (B, K, C, H, W)
+            b, k = x.shape[:2]
+            fmap = self.trunk(x.flatten(0, 1))  # (B*K, D, h, w)
+            pooled = fmap.unflatten(0, (b, k)).mean(dim=(1, 3, 4))  # (B, D)
+        else:  # (B, C, F, T)
+            pooled = self.trunk(x).mean(dim=(2, 3))
+        return self.proj(pooled)
+
+
+class TextTransformerEncoder(nn.Module):
+    """Token ids (B, L) with mask (B, L) -> masked mean of a small Transformer's outputs (B, D)."""
+
+    def __init__(self, vocab_size: int, max_len: int, dim: int, layers: int, heads: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.position = nn.Parameter(torch.zeros(max_len, dim))
+        nn.init.normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out_dim = dim
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        mask = x != 0 if mask is None else mask  # (B, L), True = real token
+        h = self.encoder(self.embed(x) + self.position[: x.shape[1]], src_key_padding_mask=~mask)
+        return masked_mean(h, mask)
+
+
+class TextBagEncoder(nn.Module):
+    """Token ids (B, L) -> MLP over the masked mean embedding (B, D)."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.out_dim = dim
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        mask = x != 0 if mask is None else mask
+        return self.mlp(masked_mean(self.embed(x), mask))
+
+
+def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
+    """Mean of h (B, L, D) over positions where mask (B, L) is True; zeros for empty rows."""
+    weights = mask.unsqueeze(-1).to(h.dtype)
+    return (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputSpec:
+    """What the data tells the model: input channels per image modality, text vocabulary/length."""
+
+    channels: Mapping[str, int] = field(default_factory=lambda: {"audio": 1, "video": 3})
+    vocab_size: int = 0
+    text_len: int = 0
+
+
+def build_encoder(modality: str, cfg: EncoderConfig, spec: InputSpec) -> nn.Module:
+    if cfg.kind in TEXT_KINDS:
+        if spec.vocab_size < 2 or spec.text_len < 1:
+            raise ValueError(f"encoder for {modality!r} needs the text vocabulary and length")
+        if cfg.kind == "transformer":
+            return TextTransformerEncoder(
+                spec.vocab_size, spec.text_len, cfg.dim, cfg.layers, cfg.heads
+            )
+        return TextBagEncoder(spec.vocab_size, cfg.dim)
+    if modality not in spec.channels:
+        raise ValueError(f"no input channel count for modality {modality!r}")
+    in_channels = spec.channels[modality]
+    if cfg.kind == "resnet18":
+        return ImageEncoder(resnet18_trunk(in_channels, cfg.width), 8 * cfg.width, None)
+    return ImageEncoder(small_cnn_trunk(in_channels, cfg.width), 8 * cfg.width, cfg.dim)
+
+
+class MultimodalModel(nn.Module):
+    """Encoders per modality, concatenated features, one linear head."""
+
+    def __init__(self, encoders: Mapping[str, nn.Module], num_classes: int):
+        super().__init__()
+        self.encoders = nn.ModuleDict(dict(encoders))
+        dims = [int(getattr(enc, "out_dim")) for enc in self.encoders.values()]  # noqa: B009
+        self.head = nn.Linear(sum(dims), num_classes)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.encoders.keys())
+
+    def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
+        features = {
+            m: enc(batch[m], batch.get(f"{m}_mask")) for m, enc in self.encoders.items()
+        }  # m -> (B, D_m)
+        logits = self.head(torch.cat(list(features.values()), dim=1))  # (B, C)
+        return ModelOutput(logits=logits, features=features)
+
+
+def build_model(cfg: ModelConfig, spec: InputSpec, num_classes: int) -> MultimodalModel:
+    """The model for `cfg`, sized by what the data provides (`spec`) and the class count."""
+    encoders = {m: build_encoder(m, enc_cfg, spec) for m, enc_cfg in cfg.encoders.items()}
+    return MultimodalModel(encoders, num_classes)
