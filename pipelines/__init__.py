@@ -1,1 +1,32 @@
-"""Loaders over preprocessed shards (FFCV, DALI); a plain-PyTorch reference; one batch contract."""
+"""Loaders over preprocessed shards (FFCV, DALI); a plain-PyTorch reference; one batch contract.
+
+`build_loader(LoaderSpec(...))` is the one way to get a loader: it imports only the chosen
+pipeline's module (DALI and FFCV are heavy imports), and every loader honours `contract.Loader`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pipelines.contract import Loader, LoaderSpec
+
+# pipeline name -> "module:function" taking a LoaderSpec and returning a Loader.
+PIPELINES: dict[str, str] = {
+    "ffcv": "pipelines.ffcv:build",
+    "reference": "pipelines.reference:build",
+}
+
+
+def build_loader(spec: LoaderSpec) -> Loader:
+    """The loader `spec.pipeline` names, built from `spec` (ValueError for an unknown name)."""
+    target = PIPELINES.get(spec.pipeline)
+    if target is None:
+        raise ValueError(f"pipeline {spec.pipeline!r} is unknown; choose from {sorted(PIPELINES)}")
+    module_name, _, function = target.partition(":")
+    builder: Any = getattr(importlib.import_module(module_name), function)
+    loader: Loader = builder(spec)
+    return loader
+
+
+__all__ = ["PIPELINES", "Loader", "LoaderSpec", "build_loader"]
