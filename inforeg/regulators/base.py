@@ -1,0 +1,255 @@
+"""The events a regulator reacts to, and what every regulator shares (scores, traces, state).
+
+A regulator is a thin wrapper: the maths is in `inforeg.functional`, the gradient pass in
+`inforeg.kernels`; a regulator only decides, per step, the `GradientUpdate` to run, and keeps
+the state that decision needs (anchors, trace history, epoch) in `state_dict()`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from inforeg import functional as Fn
+from inforeg.config import RegulatorConfig
+from inforeg.groups import ModalityGroups
+from inforeg.kernels import GradientUpdate, GradientView, regulate_
+from inforeg.model import ModelOutput
+
+
+class Event(enum.Enum):
+    """The points of the one training loop where a regulator acts, as its method names::
+
+        for epoch in range(epochs):
+            regulator.on_epoch_start(epoch)          # EPOCH_START: window test from the trace
+                                                     #   history; anchors <- encoder weights
+            for batch in loader:
+                out = model(batch)
+                loss = regulator.loss(out, labels)   # LOSS: joint CE (+ unimodal CEs for
+                                                     #   InfoReg*); scores, all-reduced; decision
+                backward(loss)                       #   (gradients averaged, unscaled)
+                regulator.on_gradients()             # GRADIENTS: ONE fused pass over the
+                                                     #   encoders' gradients; sum g^2 on device
+                optimizer.step()
+            metrics = regulator.on_epoch_end(epoch)  # EPOCH_END: traces all-reduced, one host
+                                                     #   sync, appended to the history
+        checkpoint = regulator.state_dict()          # SAVE / LOAD: anchors, history, epoch,
+        regulator.load_state_dict(checkpoint)        #   accumulators; resumes bit-identically
+
+    No event syncs the host with the device except EPOCH_END (and SAVE, which copies state).
+    `on_epoch_start` is a no-op for the epoch already started (after a mid-epoch resume).
+    """
+
+    EPOCH_START = "on_epoch_start"
+    LOSS = "loss"
+    GRADIENTS = "on_gradients"
+    EPOCH_END = "on_epoch_end"
+    SAVE = "state_dict"
+    LOAD = "load_state_dict"
+
+
+def all_reduce_sum_(t: Tensor, group: Any = None) -> Tensor:
+    """In-place SUM across the data-parallel group when torch.distributed is initialized."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t
+
+
+class Regulator:
+    """Shared machinery; subclasses implement `_decide` (per step) and `_update`."""
+
+    name = "base"
+    needs_anchor = False
+
+    def __init__(
+        self,
+        cfg: RegulatorConfig,
+        groups: ModalityGroups,
+        gradients: GradientView | Sequence[GradientView],
+        head: nn.Linear,
+        *,
+        process_group: Any = None,
+    ):
+        views = [gradients] if isinstance(gradients, GradientView) else list(gradients)
+        if not views:
+            raise ValueError("a regulator needs at least one gradient view")
+        if len({v.partial for v in views}) != 1:
+            raise ValueError("gradient views mix partial and full gradients")
+        for v in views:
+            if v.groups is not groups:
+                raise ValueError("every gradient view must be built on the regulator's groups")
+        self.cfg = cfg
+        self.groups = groups
+        self.views = views
+        self.head = head
+        self.group = process_group
+        self.modalities = groups.modalities
+        self.partial = views[0].partial
+        self.rank = dist.get_rank(process_group) if dist.is_initialized() else 0
+        self.device = views[0].device
+        self.stat = "official" if cfg.variant == "official" else "paper"
+        m = groups.num_modalities
+        # state (state_dict)
+        self.epoch: int | None = None  # the epoch started and not yet ended
+        self.history: dict[str, list[float]] = {mod: [] for mod in self.modalities}
+        self.windows: list[list[bool]] = []  # the window test's result used in each epoch
+        self.trace_sum = torch.zeros(m, dtype=torch.float64, device=self.device)
+        self.steps_in_epoch = 0
+        self.step = 0  # gradient passes so far (seeds the GE noise)
+        # per-step decision (device tensors, recomputed by every loss())
+        self._scores: Tensor | None = None
+        self._metrics: dict[str, Tensor] = {}
+        self._window = torch.zeros(m, dtype=torch.bool, device=self.device)
+
+    # ----- events ----------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.epoch == epoch:
+            return  # already started (resumed mid-epoch): keep its anchors and sums
+        if self.epoch is not None:
+            raise ValueError(f"epoch {epoch} started before epoch {self.epoch} ended")
+        if epoch != len(self.windows):
+            raise ValueError(
+                f"epoch {epoch} started, but the regulator has {len(self.windows)} finished "
+                "epochs: epochs run in order from 0 (load the regulator's state to resume)"
+            )
+        self.epoch = epoch
+        self.windows.append(self._window_test(epoch))
+        self._window = torch.tensor(self.windows[-1], dtype=torch.bool, device=self.device)
+        self.trace_sum.zero_()
+        self.steps_in_epoch = 0
+        if self.needs_anchor:
+            for view in self.views:
+                view.snapshot_anchor()
+
+    def loss(self, output: ModelOutput, labels: Tensor) -> Tensor:
+        """The training loss; also scores the modalities on the global batch and decides."""
+        if self.epoch is None:
+            raise ValueError("loss() before on_epoch_start()")
+        joint = F.cross_entropy(output.logits, labels)
+        uni = Fn.unimodal_logits(output.features, self.head)  # m -> (B, C)
+        kind = self.cfg.resolved_score
+        sums = Fn.score_sums(uni, labels, kind).double()  # (M,)
+        count = torch.full((1,), float(labels.shape[0]), dtype=torch.float64, device=sums.device)
+        packed = all_reduce_sum_(torch.cat([sums, count]), self.group)  # the global batch
+        scores = Fn.scores_from_sums(packed[:-1], packed[-1], kind).float()
+        self._scores = scores
+        self._decide(scores)
+        if self.cfg.unimodal_loss:
+            joint = joint + sum(F.cross_entropy(z, labels) for z in uni.values())
+        return joint
+
+    def on_gradients(self) -> None:
+        """The fused pass over every view, after backward and before the optimizer step."""
+        if self._scores is None:
+            raise ValueError("on_gradients() before loss(): no decision for this step")
+        update = self._update()
+        for view in self.views:
+            stats = regulate_(view, update, self.cfg.impl)  # (M,) fp32, on device
+            self.trace_sum += stats.to(self.trace_sum.device, torch.float64)
+        self.steps_in_epoch += 1
+        self.step += 1
+        self._scores = None  # one pass per decision
+
+    def on_epoch_end(self, epoch: int) -> dict[str, Any]:
+        """Close the epoch: traces reduced across ranks (one host sync); its epoch metrics."""
+        if self.epoch != epoch:
+            raise ValueError(f"on_epoch_end({epoch}) but the running epoch is {self.epoch}")
+        total = self.trace_sum.clone()
+        if self.partial:
+            all_reduce_sum_(total, self.group)  # each rank summed its own partition
+        sums = total.tolist()  # note: host sync, once per epoch
+        trace = Fn.official_trace if self.stat == "official" else Fn.paper_trace
+        for mod, s in zip(self.modalities, sums, strict=True):
+            self.history[mod].append(trace(s, self.steps_in_epoch))
+        self.epoch = None
+        return self.epoch_metrics()
+
+    # ----- metrics ---------------------------------------------------------------------------
+    def step_metrics(self) -> dict[str, Tensor]:
+        """The last decision, as 0-dim device tensors (``score.m``, ``gap.m``, ``alpha.m``,
+        ``regulated.m``; OGM-GE adds ``coeff.m``): the caller syncs them when it logs."""
+        return dict(self._metrics)
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """The last finished epoch's ``trace.m`` and ``window_open.m`` (the test's result used
+        during that epoch); empty before the first epoch ends."""
+        done = len(self.history[self.modalities[0]])
+        if done == 0:
+            return {}
+        out: dict[str, Any] = {}
+        for i, mod in enumerate(self.modalities):
+            out[f"trace.{mod}"] = self.history[mod][done - 1]
+            out[f"window_open.{mod}"] = self.windows[done - 1][i]
+        return out
+
+    def _record(self, scores: Tensor, gaps: Tensor, alpha: Tensor, regulated: Tensor) -> None:
+        for i, mod in enumerate(self.modalities):
+            self._metrics[f"score.{mod}"] = scores[i]
+            self._metrics[f"gap.{mod}"] = gaps[i]
+            self._metrics[f"alpha.{mod}"] = alpha[i]
+            self._metrics[f"regulated.{mod}"] = regulated[i].float()
+
+    # ----- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "variant": self.cfg.variant,
+            "modalities": list(self.modalities),
+            "epoch": self.epoch,
+            "history": {m: list(h) for m, h in self.history.items()},
+            "windows": [list(w) for w in self.windows],
+            "trace_sum": self.trace_sum.clone(),
+            "steps_in_epoch": self.steps_in_epoch,
+            "step": self.step,
+            "anchors": [view.anchor_state() for view in self.views],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, mine in (
+            ("name", self.name),
+            ("variant", self.cfg.variant),
+            ("modalities", list(self.modalities)),
+        ):
+            if state.get(key) != mine:
+                raise ValueError(f"regulator state has {key}={state.get(key)!r}, expected {mine!r}")
+        if len(state["anchors"]) != len(self.views):
+            raise ValueError(
+                f"regulator state has anchors of {len(state['anchors'])} gradient views, "
+                f"this regulator has {len(self.views)}"
+            )
+        self.epoch = state["epoch"]
+        self.history = {m: [float(x) for x in h] for m, h in state["history"].items()}
+        self.windows = [[bool(x) for x in w] for w in state["windows"]]
+        self.trace_sum = state["trace_sum"].to(self.device, torch.float64).clone()
+        self.steps_in_epoch = int(state["steps_in_epoch"])
+        self.step = int(state["step"])
+        for view, anchors in zip(self.views, state["anchors"], strict=True):
+            view.load_anchor_state(anchors)
+        if self.windows:
+            self._window = torch.tensor(self.windows[-1], dtype=torch.bool, device=self.device)
+        self._scores = None
+        self._metrics = {}
+
+    # ----- what subclasses define ----------------------------------------------------------
+    def _window_test(self, epoch: int) -> list[bool]:
+        """The variant's window test at the start of `epoch` (recorded by every regulator, used
+        by InfoReg): paper, Eq. 11 on each modality's own trace; official, one test on the first
+        modality's trace (the code's audio) for all."""
+        k = self.cfg.resolved_threshold
+        if self.cfg.variant == "official":
+            lead = self.history[self.modalities[0]]
+            is_open = Fn.official_window_open(lead, epoch, k, self.cfg.official_span)
+            return [is_open] * len(self.modalities)
+        return [Fn.window_open(self.history[m], epoch, k) for m in self.modalities]
+
+    def _decide(self, scores: Tensor) -> None:
+        raise NotImplementedError
+
+    def _update(self) -> GradientUpdate:
+        raise NotImplementedError
