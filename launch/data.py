@@ -1,0 +1,103 @@
+"""The trainer's data: loaders for the configured pipeline, and what the model needs to know.
+
+Checks before anything is built: the dataset folder exists and holds the pipeline's format and the
+splits asked for, and every modality the model encodes is in the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inforeg.model import InputSpec, ModelConfig
+from launch.config import DataConfig
+from launch.distributed import DistInfo
+from launch.typed import ConfigError
+from pipelines.contract import LoaderSpec
+from preprocess.schema import DatasetInfo, load_dataset_info
+
+# which stored format each pipeline reads
+PIPELINE_FORMAT = {"ffcv": "ffcv", "dali": "dali", "reference": "frames"}
+
+
+@dataclass(frozen=True)
+class Data:
+    info: DatasetInfo
+    train: Any  # pipelines.contract.Loader
+    eval: Any
+    eval_split: str
+    input_spec: InputSpec
+
+
+def check_dataset(cfg: DataConfig, model: ModelConfig) -> tuple[DatasetInfo, str]:
+    """The dataset's description and the split to evaluate; ConfigError naming key or path."""
+    root = Path(cfg.dir)
+    if not root.is_dir():
+        raise ConfigError(f"data.dir: {root} does not exist (run `inforeg-preprocess build` first)")
+    try:
+        info = load_dataset_info(root)
+    except ValueError as e:
+        raise ConfigError(f"data.dir: {e}") from e
+    wanted_format = PIPELINE_FORMAT[cfg.pipeline]
+    if wanted_format not in info.options.formats:
+        raise ConfigError(
+            f"data.pipeline={cfg.pipeline} reads the '{wanted_format}' format, but {root} holds "
+            f"{list(info.options.formats)} (rebuild with --formats including {wanted_format})"
+        )
+    missing = [m for m in model.encoders if m not in info.modalities]
+    if missing:
+        raise ConfigError(
+            f"model.encoders: {missing} not in the dataset {root} (it has {list(info.modalities)})"
+        )
+    if cfg.train_split not in info.splits or info.splits[cfg.train_split].samples == 0:
+        raise ConfigError(f"data.train_split: {root} has no samples in '{cfg.train_split}'")
+    eval_split = cfg.eval_split or next(
+        (s for s in ("val", "test") if s in info.splits and info.splits[s].samples > 0), ""
+    )
+    if not eval_split or eval_split not in info.splits:
+        raise ConfigError(f"data.eval_split: {root} has no '{cfg.eval_split or 'val/test'}' split")
+    return info, eval_split
+
+
+def input_spec(info: DatasetInfo) -> InputSpec:
+    return InputSpec(
+        channels={"audio": 1, "video": 3},
+        vocab_size=info.vocab_size or 0,
+        text_len=info.options.text_len if "text" in info.modalities else 0,
+    )
+
+
+def build_data(cfg: DataConfig, model: ModelConfig, dist: DistInfo, seed: int) -> Data:
+    from pipelines import build_loader
+
+    info, eval_split = check_dataset(cfg, model)
+
+    def spec(split: str, train: bool, batch_size: int) -> LoaderSpec:
+        return LoaderSpec(
+            pipeline=cfg.pipeline,
+            data_dir=Path(cfg.dir),
+            split=split,
+            train=train,
+            batch_size=batch_size,
+            frames=cfg.frames,
+            size=cfg.size,
+            workers=cfg.workers,
+            seed=seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            device=dist.device,
+            order=cfg.order if train else "sequential",
+            os_cache=cfg.os_cache,
+        )
+
+    train = build_loader(spec(cfg.train_split, True, cfg.batch_size))
+    if len(train) == 0:
+        raise ConfigError(
+            f"data.batch_size={cfg.batch_size} x {dist.world_size} ranks is larger than the "
+            f"{info.splits[cfg.train_split].samples} training samples: no full batch per epoch"
+        )
+    evaluation = build_loader(spec(eval_split, False, cfg.eval_batch_size or cfg.batch_size))
+    return Data(
+        info=info, train=train, eval=evaluation, eval_split=eval_split, input_spec=input_spec(info)
+    )

@@ -1,0 +1,151 @@
+"""DeepSpeed glue: the engine's configuration, the optimizer, and where the regulator runs.
+
+The regulator's fused pass runs in a pre-step hook on the optimizer that DeepSpeed finally calls:
+after gradients are averaged across ranks, unscaled and (if configured) clipped, and before the
+update, so momentum and weight decay act on the regulated gradient as on any other.
+
+- ZeRO stage 0, fp32: that optimizer is ours; the gradients are the parameters' ``.grad``
+  (every rank holds the full averaged gradient).
+- ZeRO stages 1 and 2, and bf16 at stage 0: DeepSpeed's base optimizer steps flat fp32 master
+  partitions, one per parameter group, each rank its own. Each parameter's DeepSpeed
+  high-precision mapping (``_hp_mapping``) says which slice of this rank's partition it owns; those
+  slices become the segments of the flat gradient view. The per-modality statistics are partial
+  sums there, which the regulator all-reduces.
+
+Regulation therefore comes AFTER gradient clipping when ``gradient_clipping`` is set (the shipped
+configs do not clip, as the paper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from launch.config import OptimConfig
+from launch.typed import ConfigError, read_json
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any], where: str) -> dict[str, Any]:
+    """Deep-merge two DeepSpeed config fragments; a key set to different values is an error."""
+    out = dict(base)
+    for key, value in extra.items():
+        if key in out and isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = merge(out[key], value, f"{where}.{key}" if where else key)
+        elif key in out and out[key] != value:
+            name = f"{where}.{key}" if where else key
+            raise ConfigError(
+                f"DeepSpeed config fragments disagree on {name}: {out[key]} vs {value}"
+            )
+        else:
+            out[key] = value
+    return out
+
+
+def deepspeed_config(paths: Sequence[str], micro_batch: int) -> dict[str, Any]:
+    """The engine's config: the fragments merged, plus what the trainer owns.
+
+    The trainer owns the batch size (``data.batch_size``), gradient accumulation (1), the optimizer
+    and the schedule (both in the YAML config); a fragment that sets them differently is rejected.
+    """
+    if not paths:
+        raise ConfigError(
+            "--deepspeed_config: give at least one file (e.g. deepspeed_configs/zero0.json)"
+        )
+    cfg: dict[str, Any] = {}
+    for path in paths:
+        cfg = merge(cfg, read_json(path), "")
+    for owned in ("optimizer", "scheduler"):
+        if owned in cfg:
+            raise ConfigError(f"DeepSpeed config sets '{owned}': the trainer's YAML config owns it")
+    owned_values = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": 1,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    for key, value in owned_values.items():
+        if key in cfg and cfg[key] != value:
+            raise ConfigError(f"DeepSpeed config sets {key}={cfg[key]}; the trainer needs {value}")
+        cfg[key] = value
+    cfg.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and the world
+    stage = int(cfg.get("zero_optimization", {}).get("stage", 0))
+    if stage not in (0, 1, 2):
+        raise ConfigError(f"zero_optimization.stage must be 0, 1 or 2, got {stage}")
+    if cfg.get("fp16", {}).get("enabled") and stage == 0:
+        raise ConfigError("fp16 needs ZeRO stage 1 or 2 here (deepspeed_configs/zero1.json)")
+    return cfg
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """One parameter group over the whole model (as the official code)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass(frozen=True)
+class FlatSlice:
+    """A parameter's slice of a flat fp32 partition: ``partition[start : start + length]``."""
+
+    start: int
+    length: int
+    modality: str
+    is_conv_weight: bool
+
+
+@dataclass(frozen=True)
+class FlatPartition:
+    """One flat fp32 master partition of this rank and the encoder slices inside it."""
+
+    weight: Tensor  # 1-D fp32; its .grad is set by DeepSpeed right before the base step
+    slices: tuple[FlatSlice, ...]
+
+
+def modality_of_parameters(model: nn.Module) -> dict[int, tuple[str, bool]]:
+    """id(parameter) -> (modality, is_conv_weight) for every encoder parameter (head excluded)."""
+    encoders: Mapping[str, nn.Module] = model.encoders  # type: ignore[assignment]
+    return {id(p): (m, p.dim() == 4) for m, enc in encoders.items() for p in enc.parameters()}
+
+
+def base_optimizer(engine: Any) -> torch.optim.Optimizer:
+    """The torch optimizer DeepSpeed finally steps."""
+    opt = engine.optimizer
+    inner = getattr(opt, "optimizer", None)
+    return inner if isinstance(inner, torch.optim.Optimizer) else opt
+
+
+def flat_partitions(engine: Any, model: nn.Module) -> list[FlatPartition] | None:
+    """This rank's flat fp32 partitions with their encoder slices; None when grads are per param."""
+    params = list(model.parameters())
+    if not any(getattr(p, "_hp_mapping", None) is not None for p in params):
+        return None
+    owner = modality_of_parameters(model)
+    base = base_optimizer(engine)
+    partitions = []
+    for group_index, group in enumerate(base.param_groups):
+        (flat,) = group["params"]  # DeepSpeed puts exactly one flat partition per group
+        slices = []
+        for p in params:
+            mapping = getattr(p, "_hp_mapping", None)
+            if mapping is None or id(p) not in owner or mapping.param_group_index != group_index:
+                continue
+            address = mapping.hp_fragment_address
+            modality, is_conv = owner[id(p)]
+            slices.append(FlatSlice(int(address.start), int(address.numel), modality, is_conv))
+        slices.sort(key=lambda s: s.start)
+        partitions.append(FlatPartition(weight=flat, slices=tuple(slices)))
+    return partitions
+
+
+def add_pre_step_hook(engine: Any, hook: Callable[[torch.optim.Optimizer], None]) -> Any:
+    """Run `hook(optimizer)` right before each step of the optimizer DeepSpeed finally calls."""
+    base = base_optimizer(engine)
+    return base.register_step_pre_hook(lambda opt, args, kwargs: hook(opt))

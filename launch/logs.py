@@ -1,0 +1,107 @@
+"""Run logs on rank 0: ``metrics.jsonl`` (the schema below), TensorBoard, a progress bar.
+
+Step records, every ``log_every`` steps::
+
+    {"kind": "step", "epoch", "step", "loss", "score.<m>", "gap.<m>", "alpha.<m>",
+     "regulated.<m>", "lr", "samples_per_s", "data_wait_frac"}
+
+Epoch records, once per epoch::
+
+    {"kind": "epoch", "epoch", "trace.<m>", "window_open.<m>", "acc", "acc.<m>", "macro_f1",
+     "loss", "epoch_time_s", "samples_per_s"}
+
+On resume, the file is cut back to its length when the checkpoint was taken, so records written
+after that point by the killed run are not duplicated; TensorBoard purges the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; a missing measurement is null
+    return value
+
+
+class RunLog:
+    """Writes on rank 0 only; a no-op elsewhere."""
+
+    def __init__(self, out_dir: Path, is_main: bool, resume_offset: int | None, resume_step: int):
+        self.is_main = is_main
+        self.path = out_dir / "metrics.jsonl"
+        self._file = None
+        self._tb: Any = None
+        self._bar: Any = None
+        if not is_main:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if resume_offset is None:
+            self.path.write_text("")
+        else:
+            with self.path.open("r+b") as f:
+                f.truncate(resume_offset)
+        self._file = self.path.open("a", encoding="utf-8")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._tb = SummaryWriter(
+            str(out_dir / "tensorboard"), purge_step=resume_step if resume_offset else None
+        )
+
+    def offset(self) -> int:
+        """Bytes of metrics.jsonl written so far (stored in checkpoints)."""
+        if self._file is None:
+            return 0
+        self._file.flush()
+        return os.fstat(self._file.fileno()).st_size
+
+    def write(self, record: dict[str, Any], tb_step: int) -> None:
+        if self._file is None:
+            return
+        clean = {k: _finite_or_none(v) for k, v in record.items()}
+        self._file.write(json.dumps(clean) + "\n")
+        self._file.flush()
+        kind = record["kind"]
+        for key, value in record.items():
+            if key in ("kind", "epoch", "step") or not isinstance(value, int | float):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            self._tb.add_scalar(f"{kind}/{key}", float(value), tb_step)
+
+    def progress(self, total: int, initial: int, desc: str, enabled: bool) -> None:
+        if self.is_main and enabled:
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False)
+
+    def advance(self, samples_per_s: float | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            if samples_per_s is not None:
+                self._bar.set_postfix(samples_per_s=f"{samples_per_s:.1f}", refresh=False)
+
+    def end_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def close(self) -> None:
+        self.end_progress()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl file, in order."""
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,284 @@
+"""The one training loop: every method (joint, OGM-GE, InfoReg, InfoReg*) runs through it.
+
+The regulator reacts to the loop's events (see `inforeg.regulators`); the loop itself only moves
+batches, logs, evaluates and checkpoints. Host syncs: one per log line (the step record), one per
+checkpoint and per epoch end; none per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from inforeg.functional import unimodal_logits
+from inforeg.metrics import confusion_matrix, summarize
+from inforeg.model import MultimodalModel
+from launch import checkpoint
+from launch.config import TrainConfig, lr_at
+from launch.distributed import DistInfo
+from launch.logs import RunLog
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops, keeping the last good checkpoint."""
+
+
+@dataclass
+class Window:
+    """Device-side sums since the last step record (reset after each record)."""
+
+    steps: int = 0
+    samples: int = 0
+    data_wait_s: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+    sums: dict[str, Tensor] = field(default_factory=dict)
+
+    def add(self, values: dict[str, Tensor]) -> None:
+        for k, v in values.items():
+            v = v.detach().to(torch.float64)
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+
+    def state(self) -> dict[str, Any]:
+        return {"steps": self.steps, "samples": self.samples, "sums": self.sums}
+
+    @staticmethod
+    def restore(state: dict[str, Any], device: torch.device) -> Window:
+        w = Window(steps=state["steps"], samples=state["samples"])
+        w.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        return w
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        engine: Any,
+        model: MultimodalModel,
+        regulator: Any,
+        data: Any,
+        dist_info: DistInfo,
+        out_dir: Path,
+    ):
+        self.cfg = cfg
+        self.engine = engine
+        self.model = model
+        self.regulator = regulator
+        self.data = data
+        self.dist = dist_info
+        self.out_dir = out_dir
+        self.ckpt_root = out_dir / "checkpoints"
+        self.modalities = list(model.modalities)
+        self.head = model.head
+        self.num_classes = len(data.info.classes)
+        self.epoch = 0
+        self.step = 0  # optimizer steps taken so far (the next step's number)
+        self.batches_in_epoch = 0
+        self.epoch_sums: dict[str, Tensor] = {}
+        self.epoch_time_s = 0.0
+        self.window = Window()
+        self.best_acc = -math.inf
+        self.log: RunLog | None = None
+
+    # ----- checkpoints -------------------------------------------------------------------
+    def trainer_state(self) -> dict[str, Any]:
+        assert self.log is not None
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "batches_in_epoch": self.batches_in_epoch,
+            "loader": self.data.train.state_dict(),
+            "regulator": self.regulator.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "epoch_sums": self.epoch_sums,
+            "epoch_time_s": self.epoch_time_s,
+            "window": self.window.state(),
+            "best_acc": self.best_acc,
+            "metrics_offset": self.log.offset(),
+        }
+
+    def restore(self, tag: str) -> int:
+        """Load a checkpoint; return the metrics.jsonl offset to cut the log back to."""
+        state = checkpoint.load(
+            self.engine, self.ckpt_root, tag, self.dist.rank, self.dist.world_size
+        )
+        device = self.dist.device
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.batches_in_epoch = state["batches_in_epoch"]
+        self.regulator.load_state_dict(state["regulator"])
+        self.data.train.load_state_dict(state["loader"])
+        checkpoint.set_rng_state(state["rng"])
+        self.epoch_sums = {k: v.to(device) for k, v in state["epoch_sums"].items()}
+        self.epoch_time_s = state["epoch_time_s"]
+        self.window = Window.restore(state["window"], device)
+        self.best_acc = state["best_acc"]
+        return int(state["metrics_offset"])
+
+    def save(self) -> None:
+        self.check_finite()
+        checkpoint.save(
+            self.engine,
+            self.ckpt_root,
+            self.step,
+            self.epoch,
+            self.dist.rank,
+            self.dist.world_size,
+            self.trainer_state(),
+            self.cfg.run.keep_checkpoints,
+        )
+
+    # ----- the loop ----------------------------------------------------------------------
+    def check_finite(self) -> None:
+        bad = self.epoch_sums.get("nonfinite_steps")
+        if bad is not None and bad.item() > 0:  # note: host sync (log lines, checkpoints only)
+            first = int(self.epoch_sums["first_nonfinite_step"].item())
+            raise NonFiniteLoss(
+                f"non-finite loss at step {first} (epoch {self.epoch}); the run stops, the last "
+                f"good checkpoint is kept in {self.ckpt_root}"
+            )
+
+    def train_step(self, batch: dict[str, Tensor]) -> None:
+        out = self.engine(batch)
+        loss = self.regulator.loss(out, batch["label"])  # joint (+ unimodal) CE; scores on device
+        self.engine.backward(loss)
+        self.engine.step()  # the regulator's fused pass runs in the pre-step hook
+        finite = torch.isfinite(loss.detach())
+        step_t = torch.tensor(float(self.step), device=loss.device, dtype=torch.float64)
+        first_bad = self.epoch_sums.get("first_nonfinite_step")
+        if first_bad is None:
+            first_bad = torch.full((), -1.0, device=loss.device, dtype=torch.float64)
+        self.epoch_sums["first_nonfinite_step"] = torch.where(
+            (~finite) & (first_bad < 0), step_t, first_bad
+        )
+        values = {"loss": torch.where(finite, loss.detach(), torch.zeros_like(loss)).double()}
+        values["nonfinite_steps"] = (~finite).double()
+        for k, v in self.regulator.step_metrics().items():
+            values[k] = v
+        self.window.add(values)
+        for k in ("loss", "nonfinite_steps"):
+            v = values[k]
+            self.epoch_sums[k] = self.epoch_sums[k] + v if k in self.epoch_sums else v.clone()
+
+    def write_step_record(self) -> None:
+        assert self.log is not None
+        w = self.window
+        wall = time.perf_counter() - w.start
+        means = {k: float(v.item()) / max(1, w.steps) for k, v in w.sums.items()}  # one sync
+        if means.get("nonfinite_steps", 0) > 0:
+            self.check_finite()
+        record: dict[str, Any] = {"kind": "step", "epoch": self.epoch, "step": self.step - 1}
+        record["loss"] = means.pop("loss")
+        means.pop("nonfinite_steps", None)
+        record.update(means)
+        record["lr"] = self.engine.optimizer.param_groups[0]["lr"]
+        record["samples_per_s"] = w.samples * self.dist.world_size / wall if wall > 0 else None
+        record["data_wait_frac"] = w.data_wait_s / wall if wall > 0 else None
+        self.log.write(record, tb_step=self.step - 1)
+        self.window = Window()
+
+    def run_epoch(self) -> None:
+        cfg = self.cfg
+        loader = self.data.train
+        lr = lr_at(cfg.optim, self.epoch, cfg.run.epochs)
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        total = len(loader)
+        if cfg.run.max_steps_per_epoch:
+            total = min(total, cfg.run.max_steps_per_epoch)
+        assert self.log is not None
+        self.log.progress(total, self.batches_in_epoch, f"epoch {self.epoch}", cfg.run.progress)
+        epoch_start = time.perf_counter()
+        self.window.start = time.perf_counter()
+        it = iter(loader)
+        while self.batches_in_epoch < total:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            self.window.data_wait_s += time.perf_counter() - t0
+            self.train_step(batch)
+            self.step += 1
+            self.batches_in_epoch += 1
+            self.window.steps += 1
+            self.window.samples += int(batch["label"].shape[0])
+            self.log.advance()
+            if self.step % cfg.run.log_every == 0:
+                self.write_step_record()
+            if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
+                self.epoch_time_s += time.perf_counter() - epoch_start
+                self.save()
+                epoch_start = time.perf_counter()
+        self.log.end_progress()
+        self.epoch_time_s += time.perf_counter() - epoch_start
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        device = self.dist.device
+        n = self.num_classes
+        joint = torch.zeros(n, n, dtype=torch.int64, device=device)
+        per_modality = {m: torch.zeros_like(joint) for m in self.modalities}
+        for batch in self.data.eval:
+            out = self.model(batch)
+            labels = batch["label"]
+            joint += confusion_matrix(out.logits, labels, n)
+            for m, logits in unimodal_logits(out.features, self.head).items():
+                per_modality[m] += confusion_matrix(logits, labels, n)
+        if dist.is_initialized():
+            stacked = torch.stack([joint, *per_modality.values()])
+            dist.all_reduce(stacked)
+            joint, rest = stacked[0], stacked[1:]
+            per_modality = dict(zip(per_modality, rest, strict=True))
+        self.model.train()
+        return summarize(joint.cpu(), {m: c.cpu() for m, c in per_modality.items()})
+
+    def end_epoch(self) -> None:
+        assert self.log is not None
+        if self.window.steps:  # a partial window: its record closes the epoch's steps
+            self.write_step_record()
+        self.check_finite()
+        traces = self.regulator.on_epoch_end(self.epoch)  # reduced across ranks: one host sync
+        metrics = self.evaluate()
+        steps = max(1, self.batches_in_epoch)
+        record: dict[str, Any] = {"kind": "epoch", "epoch": self.epoch}
+        record.update(traces)
+        record.update(metrics)
+        record["loss"] = float(self.epoch_sums["loss"].item()) / steps
+        record["epoch_time_s"] = self.epoch_time_s
+        samples = steps * self.cfg.data.batch_size * self.dist.world_size
+        record["samples_per_s"] = samples / self.epoch_time_s if self.epoch_time_s > 0 else None
+        self.log.write(record, tb_step=self.epoch)
+        if metrics["acc"] > self.best_acc:
+            self.best_acc = metrics["acc"]
+            self.save_weights("best_model.pt")
+        self.epoch += 1
+        self.batches_in_epoch = 0
+        self.epoch_sums = {}
+        self.epoch_time_s = 0.0
+        self.save()
+
+    def save_weights(self, name: str) -> None:
+        if self.dist.is_main:
+            torch.save(self.model.state_dict(), self.out_dir / name)
+
+    def fit(self, resume_tag: str | None) -> None:
+        offset = self.restore(resume_tag) if resume_tag else None
+        self.log = RunLog(self.out_dir, self.dist.is_main, offset, self.step)
+        try:
+            while self.epoch < self.cfg.run.epochs:
+                if self.batches_in_epoch == 0:
+                    self.data.train.set_epoch(self.epoch)
+                    self.regulator.on_epoch_start(self.epoch)
+                self.run_epoch()
+                self.end_epoch()
+            self.save_weights("last_model.pt")
+        finally:
+            self.log.close()
