@@ -1,0 +1,181 @@
+"""The FFCV decoder of the training loaders: K chosen frames, decoded, cropped and resized in JIT.
+
+`KFramesDecoder` reads `preprocess.ffcv_fields.JPEGFramesField` (its layout is documented there:
+uint32 count, uint32 offsets[count + 1], the JPEGs) and, per sample, decodes only the K frames the
+contract chose (libjpeg-turbo, FFCV's `imdecode`), cuts each frame's box and resizes it to
+size x size (OpenCV INTER_AREA, FFCV's `resize_crop`), flips it when asked: all in one numba
+function run in parallel over the batch, as FFCV's RandomResizedCropRGBImageDecoder.
+
+The per-sample parameters are not drawn in here. FFCV compiles a pipeline once, so a decoder cannot
+see the epoch; instead the loader hands the decoder, as the field's metadata, a per-epoch copy of
+the metadata rows extended with the contract's choices (`epoch_metadata`): the frames, boxes and
+flips of `pipelines.contract.video_params`. The decoder writes a status per sample into that copy
+(0 = fine), so a broken sample is reported by the loader by name instead of yielding garbage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+from ffcv.libffcv import imdecode, resize_crop
+from ffcv.pipeline.allocation_query import AllocationQuery
+from ffcv.pipeline.compiler import Compiler
+from ffcv.pipeline.operation import Operation
+from ffcv.pipeline.state import State
+
+from pipelines.contract import VideoParams
+
+STATUS_OK, STATUS_LAYOUT, STATUS_JPEG = 0, 1, 2
+STATUS_TEXT = {
+    STATUS_LAYOUT: "the frame table is inconsistent with the metadata (corrupt bytes)",
+    STATUS_JPEG: "JPEG decoding failed (corrupt frame)",
+}
+
+
+def epoch_dtype(frames_metadata: np.dtype, k: int) -> np.dtype:
+    """The video field's metadata row plus the epoch's choices and the decoder's status."""
+    extra = [
+        ("choice", "<i4", (k,)),  # frame positions among the sample's stored frames
+        ("box", "<i4", (k, 4)),  # (top, left, height, width) per chosen frame
+        ("flip", "<u1", (k,)),
+        ("status", "<i4"),
+    ]
+    return np.dtype([(name, frames_metadata[name]) for name in frames_metadata.names or ()] + extra)
+
+
+def epoch_metadata(
+    metadata: np.ndarray, column: str, k: int, indices: np.ndarray, params: VideoParams
+) -> np.ndarray:
+    """A copy of the reader's metadata (all fields) with `column` (the video field) extended.
+
+    Rows `indices` carry `params` (row i of params = sample indices[i]); other rows stay zero and
+    are not read in this epoch.
+    """
+    video = metadata[column]
+    names = metadata.dtype.names or ()
+    dtype = np.dtype(
+        [
+            (name, epoch_dtype(video.dtype, k) if name == column else metadata.dtype[name])
+            for name in names
+        ]
+    )
+    out = np.zeros(metadata.shape, dtype=dtype)
+    for name in names:
+        if name != column:
+            out[name] = metadata[name]
+    ext = out[column]
+    for name in video.dtype.names or ():
+        ext[name] = video[name]
+    ext["choice"][indices] = params.frames
+    ext["box"][indices] = params.boxes
+    ext["flip"][indices] = params.flips
+    return out
+
+
+def _u32(data: np.ndarray, pos: np.int64) -> np.int64:
+    """Little-endian uint32 at byte `pos` of a uint8 array, as int64 (no alignment needed)."""
+    return (
+        np.int64(data[pos])
+        | (np.int64(data[pos + 1]) << 8)
+        | (np.int64(data[pos + 2]) << 16)
+        | (np.int64(data[pos + 3]) << 24)
+    )
+
+
+def _copy_flipped(src: np.ndarray, dst: np.ndarray) -> None:
+    """dst (S, S, 3) = src mirrored left-right."""
+    rows, cols = src.shape[0], src.shape[1]
+    for r in range(rows):
+        for c in range(cols):
+            for ch in range(3):
+                dst[r, cols - 1 - c, ch] = src[r, c, ch]
+
+
+class KFramesDecoder(Operation):
+    """uint8 (B, K, size, size, 3): the contract's K frames per sample, cropped, resized, flipped.
+
+    Needs the per-epoch metadata of `epoch_metadata` (the loader in `pipelines.ffcv` passes it).
+    """
+
+    def __init__(self, size: int, k: int):
+        super().__init__()
+        self.size, self.k = size, k
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        max_h, max_w = int(self.metadata["height"].max()), int(self.metadata["width"].max())
+        shape = (self.k, self.size, self.size, 3)
+        u1 = np.dtype("<u1")
+        # Scratch per sample: one decoded frame, then one resized frame before its flip.
+        scratch = (max_h * max_w * 3 + self.size * self.size * 3,)
+        return (
+            replace(previous_state, jit_mode=True, shape=shape, dtype=u1),
+            (AllocationQuery(shape, u1), AllocationQuery(scratch, u1)),
+        )
+
+    def generate_code(self) -> Callable:
+        mem_read = self.memory_read
+        imdecode_c = Compiler.compile(imdecode)
+        resize_crop_c = Compiler.compile(resize_crop)
+        u32 = Compiler.compile(_u32)
+        copy_flipped = Compiler.compile(_copy_flipped)
+        my_range = Compiler.get_iterator()
+        k, size = self.k, self.size
+        ok, bad_layout, bad_jpeg = STATUS_OK, STATUS_LAYOUT, STATUS_JPEG
+
+        def decode(batch_indices, my_storage, metadata, storage_state):
+            destination, scratch = my_storage
+            for dst_ix in my_range(batch_indices.shape[0]):
+                sample = batch_indices[dst_ix]
+                field = metadata[sample]
+                data = mem_read(field["ptr"], storage_state)
+                height, width = np.int64(field["height"]), np.int64(field["width"])
+                count = np.int64(field["frames"])
+                pixels = height * width * 3
+                frame = scratch[dst_ix, :pixels].reshape(height, width, 3)
+                resized = scratch[dst_ix, pixels : pixels + size * size * 3].reshape(size, size, 3)
+                base = 4 * (count + 2)
+                status = ok
+                if data.shape[0] < base or u32(data, np.int64(0)) != count:
+                    status = bad_layout
+                for slot in range(k):
+                    if status != ok:
+                        break
+                    f = np.int64(field["choice"][slot])
+                    start = base + u32(data, 4 * (f + 1))
+                    end = base + u32(data, 4 * (f + 2))
+                    if f < 0 or f >= count or end <= start or end > data.shape[0]:
+                        status = bad_layout
+                        break
+                    code = imdecode_c(
+                        data[start:end],
+                        frame,
+                        height,
+                        width,
+                        height,
+                        width,
+                        0,
+                        0,
+                        1,
+                        1,
+                        False,
+                        False,
+                    )
+                    if code != 0:
+                        status = bad_jpeg
+                        break
+                    top, left = np.int64(field["box"][slot, 0]), np.int64(field["box"][slot, 1])
+                    h, w = np.int64(field["box"][slot, 2]), np.int64(field["box"][slot, 3])
+                    if field["flip"][slot]:
+                        resize_crop_c(frame, top, top + h, left, left + w, resized)
+                        copy_flipped(resized, destination[dst_ix, slot])
+                    else:
+                        resize_crop_c(
+                            frame, top, top + h, left, left + w, destination[dst_ix, slot]
+                        )
+                metadata[sample]["status"] = status
+            return destination[: batch_indices.shape[0]]
+
+        decode.is_parallel = True  # type: ignore[attr-defined]
+        return decode
