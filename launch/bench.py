@@ -13,7 +13,12 @@ import sys
 from collections.abc import Sequence
 
 # subcommand -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "regulator": (
+        "inforeg.bench",
+        "the fused regulator pass vs a memory copy and the official code",
+    ),
+}
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:

@@ -2,10 +2,13 @@
 
 - ``deepspeed [launcher args] launch/train.py ...`` and ``torchrun ...`` set RANK, WORLD_SIZE,
   LOCAL_RANK, MASTER_ADDR and MASTER_PORT (one process per GPU, or several CPU processes);
-- a plain ``python launch/train.py ...`` sets none: the trainer then starts a one-process group
-  itself on a free loopback port (DeepSpeed would otherwise try MPI discovery).
+- a plain ``python launch/train.py ...`` sets none: it is then a one-process job, and the trainer
+  sets exactly what a launcher would have set for one process (RANK=0, WORLD_SIZE=1,
+  LOCAL_RANK=0, MASTER_ADDR=127.0.0.1, MASTER_PORT=a free port) and says so: DeepSpeed reads
+  LOCAL_RANK from the environment and would otherwise try MPI discovery. Variables the user set
+  are never changed.
 
-Backend: NCCL when CUDA is available, gloo on CPU. Nothing here writes environment variables.
+Backend: NCCL when CUDA is available, gloo on CPU.
 """
 
 from __future__ import annotations
@@ -49,13 +52,15 @@ def init_distributed() -> DistInfo:
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
-        if launched_by_launcher():
-            deepspeed.init_distributed(dist_backend=backend)
-        else:
-            dist.init_process_group(
-                backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
-            )
-            deepspeed.init_distributed(dist_backend=backend)
+        if not any(v in os.environ for v in LAUNCHER_ENV):
+            single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+            single |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+            os.environ.update(single)
+            print(f"train: no launcher environment; running as one process ({single})")
+        elif not launched_by_launcher():
+            missing = [v for v in LAUNCHER_ENV if v not in os.environ]
+            raise RuntimeError(f"incomplete launcher environment: {missing} not set")
+        deepspeed.init_distributed(dist_backend=backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     # torchrun sets LOCAL_WORLD_SIZE, the deepspeed launcher LOCAL_SIZE

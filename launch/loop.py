@@ -32,13 +32,19 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class Window:
-    """Device-side sums since the last step record (reset after each record)."""
+    """What the next step record reports, kept on device until it is written.
+
+    ``sums``: the loss (and non-finite count) summed over the window's steps (logged as means);
+    ``last``: the regulator's decision at the window's last step (score, gap, alpha, regulated),
+    logged as it was, so a record can be checked against METHOD.md on its own.
+    """
 
     steps: int = 0
     samples: int = 0
     data_wait_s: float = 0.0
     start: float = field(default_factory=time.perf_counter)
     sums: dict[str, Tensor] = field(default_factory=dict)
+    last: dict[str, Tensor] = field(default_factory=dict)
 
     def add(self, values: dict[str, Tensor]) -> None:
         for k, v in values.items():
@@ -46,12 +52,13 @@ class Window:
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
 
     def state(self) -> dict[str, Any]:
-        return {"steps": self.steps, "samples": self.samples, "sums": self.sums}
+        return {"steps": self.steps, "samples": self.samples, "sums": self.sums, "last": self.last}
 
     @staticmethod
     def restore(state: dict[str, Any], device: torch.device) -> Window:
         w = Window(steps=state["steps"], samples=state["samples"])
         w.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        w.last = {k: v.to(device) for k, v in state["last"].items()}
         return w
 
 
@@ -158,9 +165,8 @@ class Trainer:
         )
         values = {"loss": torch.where(finite, loss.detach(), torch.zeros_like(loss)).double()}
         values["nonfinite_steps"] = (~finite).double()
-        for k, v in self.regulator.step_metrics().items():
-            values[k] = v
         self.window.add(values)
+        self.window.last = self.regulator.step_metrics()
         for k in ("loss", "nonfinite_steps"):
             v = values[k]
             self.epoch_sums[k] = self.epoch_sums[k] + v if k in self.epoch_sums else v.clone()
@@ -169,13 +175,14 @@ class Trainer:
         assert self.log is not None
         w = self.window
         wall = time.perf_counter() - w.start
-        means = {k: float(v.item()) / max(1, w.steps) for k, v in w.sums.items()}  # one sync
-        if means.get("nonfinite_steps", 0) > 0:
+        keys = [*w.sums, *w.last]
+        values = torch.stack([*w.sums.values(), *(v.double() for v in w.last.values())])
+        synced = dict(zip(keys, values.tolist(), strict=True))  # note: the record's one host sync
+        if synced["nonfinite_steps"] > 0:
             self.check_finite()
         record: dict[str, Any] = {"kind": "step", "epoch": self.epoch, "step": self.step - 1}
-        record["loss"] = means.pop("loss")
-        means.pop("nonfinite_steps", None)
-        record.update(means)
+        record["loss"] = synced["loss"] / max(1, w.steps)
+        record.update({k: synced[k] for k in w.last})
         record["lr"] = self.engine.optimizer.param_groups[0]["lr"]
         record["samples_per_s"] = w.samples * self.dist.world_size / wall if wall > 0 else None
         record["data_wait_frac"] = w.data_wait_s / wall if wall > 0 else None

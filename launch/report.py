@@ -75,8 +75,10 @@ def plot_alpha(steps: list[dict], modalities: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = [s["step"] for s in steps]
     for i, m in enumerate(modalities):
-        ax.plot(x, series(steps, f"alpha.{m}"), color=f"C{i}", label=m, lw=1)
-    ax.set(xlabel="step", ylabel="alpha (0 = not regulated)")
+        alpha, regulated = series(steps, f"alpha.{m}"), series(steps, f"regulated.{m}")
+        applied = [a * r for a, r in zip(alpha, regulated, strict=True)]
+        ax.plot(x, applied, color=f"C{i}", label=m, lw=1)
+    ax.set(xlabel="step", ylabel="alpha applied (0 = not regulated)")
     ax.set_title("Regulation coefficient per modality")
     ax.legend()
     fig.tight_layout()
