@@ -1,13 +1,14 @@
 """The fused update on one flat buffer: the bandwidth-bound implementation.
 
-The buffer is cut once into pieces that never straddle a parameter and hold at most `chunk`
-elements (a plan cached per view). On CUDA one Triton kernel does the whole pass
-(`inforeg.kernels.triton`). On CPU each piece runs a few in-place torch ops while it is in cache
-(statistic, scale, ``w - anchor`` into a scratch chunk, multiply-add, statistic), so memory
-traffic is the minimum: read g, w and anchor once, write g once. There is no per-parameter
-Python work beyond the loop over pieces (about 170 for two ResNet-18 encoders) and no host sync:
-on CPU the coefficients already live in host memory, and a modality whose alpha is exactly 0
-skips its reads of w and anchor (adding ``0 * (w - anchor)`` would leave g unchanged).
+The buffer is cut once into pieces of at most `chunk` elements (a plan cached per view) that
+never straddle a modality, nor a parameter where the update needs per-parameter values. On CUDA
+one Triton kernel does the whole pass (`inforeg.kernels.triton`). On CPU each piece runs a few
+in-place torch ops while it is in cache (statistic, scale, ``w - anchor`` into a scratch chunk,
+multiply-add, statistic), so memory traffic is the minimum: read g, w and anchor once, write g
+once. There is no per-parameter Python work beyond the loop over pieces (about 90 for two
+ResNet-18 encoders) and no host sync: on CPU the coefficients already live in host memory, and a
+modality whose alpha is exactly 0 skips its reads of w and anchor (adding ``0 * (w - anchor)``
+would leave g unchanged).
 """
 
 from __future__ import annotations
@@ -30,29 +31,47 @@ per core; measured on the 2-core bench machine, 2^17..2^19 are equally fast (doc
 class CpuPlan:
     sizes: list[int]  # split sizes covering the whole buffer, gaps included
     pieces: list[tuple[int, int, int, int]]  # (split index, param, modality, length) of covered
-    params: Tensor  # (K,) long, ParamInfo.index per piece
+    params: Tensor  # (K,) long, ParamInfo.index per piece (-1 in a merged plan)
+    modality: Tensor  # (K,) long, head-order modality index per piece
     max_len: int
+    merged: bool  # pieces may span several parameters of one modality
 
 
 def cpu_plan(
-    segments: tuple[Segment, ...], numel: int, groups: ModalityGroups, chunk: int
+    segments: tuple[Segment, ...], numel: int, groups: ModalityGroups, chunk: int, merged: bool
 ) -> CpuPlan:
+    """Cut the buffer into pieces of at most `chunk` elements that never straddle a parameter
+    (or, `merged`, a modality: adjacent parameters of one modality form one run, so the many
+    small batch-norm tensors do not each cost a round of op dispatches)."""
+    runs: list[list[int]] = []  # [start, length, param, modality]
+    for seg in segments:
+        modality = groups.params[seg.param].modality_index
+        last = runs[-1] if runs else None
+        if merged and last and last[3] == modality and last[0] + last[1] == seg.start:
+            last[1] += seg.length
+        else:
+            runs.append([seg.start, seg.length, -1 if merged else seg.param, modality])
     sizes: list[int] = []
     pieces: list[tuple[int, int, int, int]] = []
     pos = 0
-    for seg in segments:
-        if seg.start > pos:
-            sizes.append(seg.start - pos)  # uncovered gap: never touched
-        modality = groups.params[seg.param].modality_index
-        for off in range(0, seg.length, chunk):
-            n = min(chunk, seg.length - off)
-            pieces.append((len(sizes), seg.param, modality, n))
+    for start, length, param, modality in runs:
+        if start > pos:
+            sizes.append(start - pos)  # uncovered gap: never touched
+        for off in range(0, length, chunk):
+            n = min(chunk, length - off)
+            pieces.append((len(sizes), param, modality, n))
             sizes.append(n)
-        pos = seg.start + seg.length
+        pos = start + length
     if numel > pos:
         sizes.append(numel - pos)
-    params = torch.tensor([p for _, p, _, _ in pieces], dtype=torch.long)
-    return CpuPlan(sizes, pieces, params, max((n for *_, n in pieces), default=0))
+    return CpuPlan(
+        sizes,
+        pieces,
+        torch.tensor([p for _, p, _, _ in pieces], dtype=torch.long),
+        torch.tensor([m for _, _, m, _ in pieces], dtype=torch.long),
+        max((n for *_, n in pieces), default=0),
+        merged,
+    )
 
 
 def regulate_flat(
@@ -71,21 +90,27 @@ def regulate_flat(
 
 
 def _views(fset: FlatSet, name: str, tensor: Tensor, plan: CpuPlan) -> tuple[Tensor, ...]:
-    # split_with_sizes is one call for all pieces; re-done only when the buffer object changes
+    # split_with_sizes is one call for all pieces; re-done only when the buffer or plan changes
     key = f"views:{name}"
     cached = fset.cache.get(key)
-    if cached is None or cached[0] is not tensor:
-        cached = (tensor, tensor.split_with_sizes(plan.sizes))
+    if cached is None or cached[0] is not tensor or cached[1] is not plan:
+        cached = (tensor, plan, tensor.split_with_sizes(plan.sizes))
         fset.cache[key] = cached
-    return cached[1]
+    return cached[2]
 
 
 def _regulate_cpu(
     fset: FlatSet, update: GradientUpdate, groups: ModalityGroups, chunk: int
 ) -> Tensor:
-    key = f"cpu_plan:{chunk}"
+    # per-parameter pieces only where the update needs a parameter's kind, std or numel
+    merged = (
+        not (update.scale is not None and update.scale_conv_only)
+        and update.noise_std is None
+        and update.stat != "official"
+    )
+    key = f"cpu_plan:{chunk}:{merged}"
     if key not in fset.cache:
-        fset.cache[key] = cpu_plan(fset.segments, fset.grad.numel(), groups, chunk)
+        fset.cache[key] = cpu_plan(fset.segments, fset.grad.numel(), groups, chunk, merged)
     plan: CpuPlan = fset.cache[key]
     gv = _views(fset, "grad", fset.grad, plan)
     stats = torch.zeros(len(plan.pieces), dtype=torch.float32)
@@ -116,7 +141,7 @@ def _regulate_cpu(
             x.copy_(g)
         if stat_before:
             torch.dot(x, x, out=out[k])
-        if scale is not None and (conv[p] or not update.scale_conv_only):
+        if scale is not None and (not update.scale_conv_only or conv[p]):
             x.mul_(scale[m])
         if alpha is not None and alpha_host is not None and alpha_host[m] != 0.0:
             d = scratch[:n]
@@ -130,6 +155,9 @@ def _regulate_cpu(
             torch.dot(x, x, out=out[k])
         if stage is not None:
             g.copy_(x)
+    if plan.merged:  # paper statistic (weight 1) or none
+        out_m = torch.zeros(groups.num_modalities, dtype=torch.float32)
+        return out_m if update.stat is None else out_m.index_add_(0, plan.modality, stats)
     return modality_sums(stats, plan.params, groups, update.stat)
 
 
