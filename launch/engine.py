@@ -148,4 +148,9 @@ def flat_partitions(engine: Any, model: nn.Module) -> list[FlatPartition] | None
 def add_pre_step_hook(engine: Any, hook: Callable[[torch.optim.Optimizer], None]) -> Any:
     """Run `hook(optimizer)` right before each step of the optimizer DeepSpeed finally calls."""
     base = base_optimizer(engine)
-    return base.register_step_pre_hook(lambda opt, args, kwargs: hook(opt))
+
+    def pre_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        with torch.no_grad():  # pre-hooks run outside the step's no-grad context
+            hook(opt)
+
+    return base.register_step_pre_hook(pre_step)

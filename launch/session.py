@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ from launch.logs import read_records
 from launch.loop import NonFiniteLoss, Trainer
 from launch.report import table, write_report
 from launch.typed import ConfigError
+
+# DeepSpeed's ZeRO all-gather calls a torch API that torch deprecates; once per step it warns.
+warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,7 +1,7 @@
 """Train a multimodal model with a regulator (joint, OGM-GE, InfoReg, InfoReg*) under DeepSpeed.
 
     deepspeed [launcher args] launch/train.py --config configs/NAME.yaml \\
-        --deepspeed_config deepspeed_configs/zero2.json [deepspeed_configs/bf16.json] \\
+        --deepspeed_config deepspeed_configs/zero2.json[,deepspeed_configs/bf16.json] \\
         [--resume auto] [dotted.key=value ...]
 
 The same script runs under ``torchrun`` and as a single process (``python launch/train.py``).
@@ -23,9 +23,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="YAML config (configs/*.yaml)")
     p.add_argument(
         "--deepspeed_config",
-        nargs="+",
-        default=["deepspeed_configs/zero0.json"],
-        help="DeepSpeed JSON fragments, merged in order (e.g. zero2.json bf16.json)",
+        action="append",
+        default=[],
+        help="DeepSpeed JSON fragment(s), merged in order; repeat the flag or use commas\n"
+        "(e.g. deepspeed_configs/zero2.json,deepspeed_configs/bf16.json); default zero0.json",
     )
     p.add_argument("--resume", default="none", help="none | auto (latest complete checkpoint)")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed
@@ -38,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from launch.session import build_session
 
     try:
-        session = build_session(args.config, args.overrides, args.deepspeed_config, args.resume)
+        fragments = [f for arg in args.deepspeed_config for f in arg.split(",") if f]
+        fragments = fragments or ["deepspeed_configs/zero0.json"]
+        session = build_session(args.config, args.overrides, fragments, args.resume)
     except ConfigError as e:
         print(f"train: configuration error: {e}", file=sys.stderr)
         return 2
