@@ -1,0 +1,152 @@
+"""Check a run's ``metrics.jsonl`` against its schema and against METHOD.md.
+
+Every step record carries the scores the regulator saw and the decision it took (gap, alpha,
+regulated); every epoch record carries the information trace and the window decision used in that
+epoch. From the records alone, `audit` recomputes the decisions with `inforeg.functional` and
+lists each disagreement, so a run's numbers can be trusted (or not) without re-running it:
+
+    python -m launch.audit OUT/metrics.jsonl   (reads OUT/config.json for the regulator section)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inforeg import functional as Fn
+from inforeg.config import RegulatorConfig
+from launch.logs import read_records
+from launch.typed import from_mapping
+
+STEP_KEYS = ("epoch", "step", "loss", "lr", "samples_per_s", "data_wait_frac")
+STEP_MODALITY_KEYS = ("score", "gap", "alpha", "regulated")
+EPOCH_KEYS = ("epoch", "acc", "macro_f1", "loss", "epoch_time_s", "samples_per_s")
+EPOCH_MODALITY_KEYS = ("trace", "window_open", "acc")
+
+
+def _close(a: float, b: float, tol: float = 1e-4) -> bool:
+    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+
+
+def schema_problems(records: list[dict[str, Any]], modalities: list[str]) -> list[str]:
+    problems = []
+    for i, r in enumerate(records, start=1):
+        kind = r.get("kind")
+        if kind == "step":
+            keys = [*STEP_KEYS, *(f"{k}.{m}" for k in STEP_MODALITY_KEYS for m in modalities)]
+        elif kind == "epoch":
+            keys = [*EPOCH_KEYS, *(f"{k}.{m}" for k in EPOCH_MODALITY_KEYS for m in modalities)]
+        else:
+            problems.append(f"line {i}: kind {kind!r} is neither step nor epoch")
+            continue
+        missing = [k for k in keys if k not in r]
+        if missing:
+            problems.append(f"line {i} ({kind}): missing {missing}")
+    return problems
+
+
+def windows_from_traces(
+    epochs: list[dict[str, Any]], modalities: list[str], cfg: RegulatorConfig
+) -> dict[int, dict[str, bool]]:
+    """The window decision for each epoch, recomputed from the logged traces of earlier epochs."""
+    history = {m: [float(e[f"trace.{m}"]) for e in epochs] for m in modalities}
+    k = cfg.resolved_threshold
+    out = {}
+    for e in epochs:
+        t = int(e["epoch"])
+        if cfg.variant == "official":
+            lead = history[modalities[0]][:t]
+            is_open = Fn.official_window_open(lead, t, k, cfg.official_span)
+            out[t] = dict.fromkeys(modalities, is_open)
+        else:
+            out[t] = {m: Fn.window_open(history[m][:t], t, k) for m in modalities}
+    return out
+
+
+def decision_problems(
+    records: list[dict[str, Any]], modalities: list[str], cfg: RegulatorConfig
+) -> list[str]:
+    problems = []
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    windows = windows_from_traces(epochs, modalities, cfg)
+    for e in epochs:
+        for m in modalities:
+            if bool(e[f"window_open.{m}"]) != windows[int(e["epoch"])][m]:
+                problems.append(
+                    f"epoch {e['epoch']}: window_open.{m}={e[f'window_open.{m}']} but the traces "
+                    f"give {windows[int(e['epoch'])][m]}"
+                )
+    for r in (r for r in records if r["kind"] == "step"):
+        where = f"step {r['step']}"
+        scores = torch.tensor([float(r[f"score.{m}"]) for m in modalities], dtype=torch.float64)
+        gaps = Fn.score_gaps(scores).tolist()
+        for m, gap in zip(modalities, gaps, strict=True):
+            if not _close(float(r[f"gap.{m}"]), gap):
+                problems.append(f"{where}: gap.{m}={r[f'gap.{m}']} but the scores give {gap}")
+        if cfg.name != "inforeg":
+            if any(float(r[f"regulated.{m}"]) != 0 for m in modalities):
+                problems.append(f"{where}: {cfg.name} never regulates, but regulated is set")
+            continue
+        gap_t = torch.tensor([float(r[f"gap.{m}"]) for m in modalities], dtype=torch.float64)
+        if cfg.variant == "official":
+            alpha = Fn.official_alpha(gap_t, cfg.official_lead_coef, cfg.official_other_coef)
+        else:
+            alpha = Fn.regulation_alpha(gap_t, cfg.beta)
+        window = windows.get(int(r["epoch"]))
+        for i, m in enumerate(modalities):
+            if not _close(float(r[f"alpha.{m}"]), float(alpha[i])):
+                problems.append(f"{where}: alpha.{m}={r[f'alpha.{m}']}, METHOD.md gives {alpha[i]}")
+            if window is None:
+                continue  # the run stopped before this epoch's record
+            allowed = {
+                "window": window[m],
+                "always": True,
+                "outside_window": not window[m],
+            }[cfg.schedule]
+            expected = allowed and float(r[f"gap.{m}"]) > 0
+            if bool(r[f"regulated.{m}"]) != expected:
+                problems.append(
+                    f"{where}: regulated.{m}={r[f'regulated.{m}']} but window={window[m]}, "
+                    f"gap={r[f'gap.{m}']}, schedule={cfg.schedule}"
+                )
+    return problems
+
+
+def modalities_of(records: list[dict[str, Any]]) -> list[str]:
+    for r in records:
+        if r.get("kind") == "epoch":
+            return [k.split(".", 1)[1] for k in r if k.startswith("trace.")]
+    return []
+
+
+def audit(records: list[dict[str, Any]], cfg: RegulatorConfig) -> list[str]:
+    """Every disagreement of the records with the schema and with METHOD.md (empty: none)."""
+    modalities = modalities_of(records)
+    if not modalities:
+        return ["no epoch record"]
+    problems = schema_problems(records, modalities)
+    if not problems:
+        problems += decision_problems(records, modalities, cfg)
+    for r in records:
+        for k, v in r.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                problems.append(f"{r['kind']} {r.get('step', r.get('epoch'))}: {k} is {v}")
+    return problems
+
+
+def audit_run(out_dir: Path) -> list[str]:
+    config = json.loads((out_dir / "config.json").read_text())
+    cfg = from_mapping(RegulatorConfig, config["regulator"], prefix="regulator")
+    return audit(read_records(out_dir / "metrics.jsonl"), cfg)
+
+
+if __name__ == "__main__":
+    run = Path(sys.argv[1])
+    found = audit_run(run.parent if run.is_file() else run)
+    print("\n".join(found) if found else "metrics.jsonl: schema and decisions agree with METHOD.md")
+    sys.exit(1 if found else 0)
