@@ -1,0 +1,43 @@
+import pytest
+
+from inforeg.config import RegulatorConfig
+
+
+def test_defaults_are_the_papers_inforeg():
+    cfg = RegulatorConfig()
+    assert (cfg.name, cfg.variant, cfg.unimodal_loss, cfg.beta) == ("inforeg", "paper", False, 0.9)
+    assert (cfg.resolved_score, cfg.resolved_threshold) == ("nll", 0.04)
+
+
+def test_official_variant_resolves_its_own_score_and_threshold():
+    cfg = RegulatorConfig(variant="official")
+    assert (cfg.resolved_score, cfg.resolved_threshold) == ("prob_sum", 0.05)
+    explicit = RegulatorConfig(variant="official", score="nll", threshold=0.1)
+    assert (explicit.resolved_score, explicit.resolved_threshold) == ("nll", 0.1)
+    assert RegulatorConfig(name="ogm_ge").resolved_score == "prob_sum"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": "agm"}, "regulator.name"),
+        ({"variant": "code"}, "regulator.variant"),
+        ({"schedule": "sometimes"}, "regulator.schedule"),
+        ({"impl": "cuda"}, "regulator.impl"),
+        ({"score": "acc"}, "regulator.score"),
+        ({"name": "ogm_ge", "score": "nll"}, "regulator.score"),
+        ({"beta": 0.0}, "regulator.beta"),
+        ({"beta": float("nan")}, "regulator.beta"),
+        ({"alpha": -1.0}, "regulator.alpha"),
+        ({"threshold": float("inf")}, "regulator.threshold"),
+        ({"official_lead_coef": -0.1}, "regulator.official_lead_coef"),
+        ({"official_span": 0}, "regulator.official_span"),
+        ({"modulation_starts": 5, "modulation_ends": 4}, "regulator.modulation_ends"),
+        ({"unimodal_loss": "yes"}, "regulator.unimodal_loss"),
+        ({"ge": 1}, "regulator.ge"),
+        ({"noise_seed": -1}, "regulator.noise_seed"),
+    ],
+)
+def test_bad_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        RegulatorConfig(**kwargs)
