@@ -12,7 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from preprocess.build import BuildError
 from preprocess.manifest import ManifestError, read_manifest
+from preprocess.schema import BuildOptions
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -89,9 +91,243 @@ def _add_check_manifest(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_check_manifest)
 
 
+def _csv_list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _build_options(args: argparse.Namespace) -> BuildOptions:
+    from preprocess.schema import AudioFeatures
+
+    features = AudioFeatures(
+        kind=args.audio_features,
+        n_fft=args.n_fft,
+        hop_length=args.hop_length,
+        win_length=args.win_length or args.n_fft,
+        n_mels=args.n_mels if args.audio_features == "log_mel" else None,
+    )
+    return BuildOptions(
+        formats=_csv_list(args.formats),
+        fps=args.fps,
+        max_frames=args.max_frames,
+        min_frames=args.min_frames,
+        frame_size=args.frame_size,
+        jpeg_quality=args.jpeg_quality,
+        frames_jpeg_quality=args.frames_jpeg_quality,
+        audio_sr=args.audio_sr,
+        audio_seconds=args.audio_seconds,
+        min_audio_seconds=args.min_audio_seconds,
+        text_len=args.text_len,
+        min_word_count=args.min_word_count,
+        shard_size=args.shard_size,
+        audio_features=features,
+        classes=_csv_list(args.classes) if args.classes else None,
+    )
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from preprocess.build import RunSettings, build
+
+    # Both are validated (ValueError naming the option) before any file is read or written.
+    options = _build_options(args)
+    settings = RunSettings(
+        workers=args.workers,
+        max_error_rate=args.max_error_rate,
+        overwrite=args.overwrite,
+        keep_staging=args.keep_staging,
+        progress=not args.quiet,
+    )
+    result = build(args.manifest, args.out, options, settings)
+    if result.exceeded:
+        print(
+            f"inforeg-preprocess build: error: {result.bad} of {result.total} samples were "
+            f"skipped ({100 * result.error_rate:.2f}%), more than --max-error-rate "
+            f"{100 * settings.max_error_rate:.2f}%; the folder is consistent but incomplete, "
+            f"see {Path(args.out) / 'errors.jsonl'}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    defaults = BuildOptions()
+    f = defaults.audio_features
+    p = sub.add_parser(
+        "build",
+        help="process a manifest into FFCV / DALI / frames outputs (parallel, resumable)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--manifest", required=True, help="manifest CSV")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--formats", default=",".join(defaults.formats), help="any of ffcv,dali,frames")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    p.add_argument("--fps", type=float, default=defaults.fps, help="video frames kept per second")
+    p.add_argument("--max-frames", type=int, default=defaults.max_frames, help="cap per clip")
+    p.add_argument("--min-frames", type=int, default=defaults.min_frames, help="fewer = error")
+    p.add_argument("--frame-size", type=int, default=defaults.frame_size, help="short side, px")
+    p.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality)
+    p.add_argument(
+        "--frames-jpeg-quality",
+        type=int,
+        default=defaults.frames_jpeg_quality,
+        help="JPEG quality of the frames format (source resolution)",
+    )
+    p.add_argument("--audio-sr", type=int, default=defaults.audio_sr, help="Hz")
+    p.add_argument("--audio-seconds", type=float, default=defaults.audio_seconds)
+    p.add_argument(
+        "--min-audio-seconds",
+        type=float,
+        default=defaults.min_audio_seconds,
+        help="shorter audio (before tiling) = error",
+    )
+    p.add_argument("--text-len", type=int, default=defaults.text_len, help="token ids per text")
+    p.add_argument("--min-word-count", type=int, default=defaults.min_word_count)
+    p.add_argument("--shard-size", type=int, default=defaults.shard_size, help="samples per tar")
+    p.add_argument("--audio-features", choices=("log_stft", "log_mel"), default=f.kind)
+    p.add_argument("--n-fft", type=int, default=f.n_fft)
+    p.add_argument("--hop-length", type=int, default=f.hop_length)
+    p.add_argument("--win-length", type=int, default=None, help="default: n_fft")
+    p.add_argument("--n-mels", type=int, default=128, help="with --audio-features log_mel")
+    p.add_argument("--classes", default=None, help="comma-separated class list (default: labels)")
+    p.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.01,
+        help="fraction of skipped samples above which the build exits 1",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace another build in --out")
+    p.add_argument("--keep-staging", action="store_true", help="keep DIR/.staging after success")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from preprocess.verify import verify
+
+    problems = verify(args.dir, workers=args.workers)
+    for problem in problems:
+        print(f"verify: {problem}", file=sys.stderr)
+    if problems:
+        print(f"verify: {args.dir}: {len(problems)} mismatch(es)", file=sys.stderr)
+        return 1
+    print(f"verify: {args.dir}: every file and count matches dataset.json")
+    return 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="re-hash a dataset folder and check its counts")
+    p.add_argument("dir")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.set_defaults(func=_cmd_verify)
+
+
+def _report_manifest(path: Path) -> None:
+    manifest = read_manifest(path)
+    counts = {s: len(manifest.split(s)) for s in ("train", "val", "test")}
+    print(
+        f"manifest: {len(manifest.rows)} samples, {len(manifest.classes())} classes, "
+        f"splits {counts}\nmanifest: {path}"
+    )
+
+
+def _cmd_manifest_cremad(args: argparse.Namespace) -> int:
+    from preprocess.manifest import write_manifest
+    from preprocess.sources.cremad import cremad_rows
+
+    out = Path(args.out)
+    report = cremad_rows(Path(args.root), out, skip_missing=args.skip_missing)
+    if report.missing:
+        what = "left out (--skip-missing)" if args.skip_missing else "kept: build reports them"
+        print(
+            f"manifest cremad: {len(report.missing)} listed clip(s) lack a video or audio file, "
+            f"{what}; e.g. {', '.join(report.missing[:3])}"
+        )
+    if report.unlisted:
+        print(f"manifest cremad: {report.unlisted} clip(s) under the root are in neither list")
+    _report_manifest(write_manifest(out / "manifest.csv", report.rows))
+    return 0
+
+
+def _cmd_manifest_kinetics(args: argparse.Namespace) -> int:
+    from preprocess.manifest import write_manifest
+    from preprocess.sources.kinetics_sounds import kinetics_rows
+
+    lists = {"train": Path(args.train_list), "test": Path(args.test_list)}
+    if args.val_list:
+        lists["val"] = Path(args.val_list)
+    out = Path(args.out)
+    rows = kinetics_rows(Path(args.root), lists, out)
+    _report_manifest(write_manifest(out / "manifest.csv", rows))
+    return 0
+
+
+def _cmd_manifest_avmnist(args: argparse.Namespace) -> int:
+    from preprocess.sources.avmnist import AVMNISTConfig, avmnist_manifest
+
+    cfg = AVMNISTConfig(
+        frames=args.frames,
+        clip_fps=args.clip_fps,
+        size=args.size,
+        image_noise=args.image_noise,
+        pca_energy_removed=args.pca_energy_removed,
+        samples_per_recording=args.samples_per_recording,
+        val_takes=args.val_takes,
+        max_per_digit=args.max_per_digit,
+        seed=args.seed,
+    )
+    _report_manifest(avmnist_manifest(Path(args.source), Path(args.out), cfg, workers=args.workers))
+    return 0
+
+
+def _add_manifest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("manifest", help="write a manifest from a dataset's original layout")
+    sources = p.add_subparsers(dest="source", required=True)
+    c = sources.add_parser("cremad", help="CREMA-D (VideoFlash/, AudioWAV/), OGM-GE's split")
+    c.add_argument("--root", required=True, help="folder holding VideoFlash/ and AudioWAV/")
+    c.add_argument("--out", required=True, help="folder for manifest.csv")
+    c.add_argument("--skip-missing", action="store_true", help="leave out clips without files")
+    c.set_defaults(func=_cmd_manifest_cremad)
+    k = sources.add_parser("kinetics-sounds", help="videos with audio tracks, from list files")
+    k.add_argument("--root", required=True, help="folder the list's video paths are relative to")
+    k.add_argument("--train-list", required=True, help="CSV lines 'video,label'")
+    k.add_argument("--test-list", required=True)
+    k.add_argument("--val-list", default=None)
+    k.add_argument("--out", required=True)
+    k.set_defaults(func=_cmd_manifest_kinetics)
+    from preprocess.sources.avmnist import AVMNISTConfig
+
+    d = AVMNISTConfig()
+    a = sources.add_parser(
+        "avmnist",
+        help="MNIST clips + FSDD recordings of the same digit",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a.add_argument("--source", required=True, help="folder with SHA256SUMS, mnist/ and fsdd/")
+    a.add_argument("--out", required=True, help="folder for media/ and manifest.csv")
+    a.add_argument("--frames", type=int, default=d.frames, help="MNIST images per clip")
+    a.add_argument("--clip-fps", type=int, default=d.clip_fps)
+    a.add_argument("--size", type=int, default=d.size, help="frame side (even, >= 28)")
+    a.add_argument("--image-noise", type=float, default=d.image_noise, help="Gaussian std, [0,1]")
+    a.add_argument(
+        "--pca-energy-removed",
+        type=float,
+        default=d.pca_energy_removed,
+        help="fraction of image variance removed by PCA (AV-MNIST: 0.75)",
+    )
+    a.add_argument("--samples-per-recording", type=int, default=d.samples_per_recording)
+    a.add_argument("--val-takes", type=int, default=d.val_takes, help="takes 5.. as val")
+    a.add_argument("--max-per-digit", type=int, default=None, help="recordings per digit/split")
+    a.add_argument("--seed", type=int, default=d.seed)
+    a.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    a.set_defaults(func=_cmd_manifest_avmnist)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_synth,
     _add_check_manifest,
+    _add_build,
+    _add_verify,
+    _add_manifest,
 )
 
 
@@ -108,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = args.func
     try:
         return command(args)
-    except (ManifestError, ValueError, FileNotFoundError) as e:
+    except (ManifestError, ValueError, FileNotFoundError, BuildError) as e:
         print(f"inforeg-preprocess {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,4 @@
-"""Writing real media files with PyAV and the standard library (H.264/AAC mp4, PCM wav).
+"""Real media files with PyAV and the standard library: writers (H.264/AAC mp4, PCM wav), decoders.
 
 Every writer is atomic: it writes to a temporary name beside the target and renames it into place,
 so a killed process never leaves a half-written file under the final name.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -112,3 +112,82 @@ def write_mp4(
                 container.mux(packet)
             for packet in astream.encode():
                 container.mux(packet)
+
+
+class MediaError(ValueError):
+    """A media file that cannot be used (unreadable, no such stream, empty); says why."""
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise MediaError("file does not exist" if not path.exists() else "not a regular file")
+    if path.stat().st_size == 0:
+        raise MediaError("empty file (0 bytes)")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as e:
+        raise MediaError(f"cannot open: {e.strerror or e}") from e
+
+
+def decode_video_frames(
+    path: Path, keep: Callable[[float], bool]
+) -> tuple[list[np.ndarray], list[float], tuple[int, int]]:
+    """Decode the first video stream; return the RGB frames (H, W, 3) uint8 that `keep(t)` accepts.
+
+    `t` is the frame's time in seconds from the first frame. Only kept frames are converted to RGB
+    (the conversion costs as much as the decode). Returns (frames, their times, (height, width)).
+    The decoder runs on one thread: parallelism comes from one process per clip.
+    """
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError("no video stream")
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        t0: float | None = None
+        size = (0, 0)
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                t = frame.time if frame.time is not None else i / rate
+                t0 = t if t0 is None else t0
+                size = (frame.height, frame.width)
+                if keep(t - t0):
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    times.append(t - t0)
+        except av.FFmpegError as e:
+            raise MediaError(f"decode failed: {e.strerror or e}") from e
+        if t0 is None:
+            raise MediaError("video stream has no decodable frame")
+    return frames, times, size
+
+
+def decode_audio(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream to mono float32 in [-1, 1] (FFmpeg's resampler, swr).
+
+    `sample_rate` None keeps the stream's rate. Returns (samples (N,), rate).
+    """
+    chunks: list[np.ndarray] = []
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError("no audio stream")
+        stream = container.streams.audio[0]
+        rate = int(sample_rate or stream.rate or 0)
+        if rate <= 0:
+            raise MediaError("audio stream has no sample rate")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as e:
+            raise MediaError(f"decode failed: {e.strerror or e}") from e
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if samples.size == 0:
+        raise MediaError("audio stream has no samples")
+    if not np.isfinite(samples).all():
+        raise MediaError("audio has non-finite samples")
+    return samples.astype(np.float32, copy=False), rate

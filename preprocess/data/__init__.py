@@ -1,0 +1,1 @@
+"""Package data: split lists of public datasets (plain CSV)."""

@@ -1,0 +1,1 @@
+"""Per-split writers that assemble the processed records into the output formats."""
