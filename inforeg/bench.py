@@ -98,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
     )
     groups = ModalityGroups.from_model(model)
     n = sum(p.numel for p in groups.params)
-    sync = _sync(device)
 
     src = torch.randn(n, device=device)
     dst = torch.empty_like(src)
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     official = None if args.no_official else OfficialStyle(copy.deepcopy(model), lr=2e-3)
     step_ms = loss_overhead_ms = None
     if not synthetic and not args.no_step:
-        step_ms, loss_overhead_ms = train_step_ms(model, args.batch, args.step_repeat, sync)
+        step_ms, loss_overhead_ms = train_step_ms(model, args.batch, args.step_repeat)
 
     rows = []
     for impl in args.impl:
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         }
         if official is not None:
             fns["official"] = official.step
-        med = interleaved_ms(fns, args.repeat, args.warmup, sync)
+        med = interleaved_ms(fns, args.repeat, args.warmup, device)
         ms, copy_ms = med["impl"], med["copy"]
         copy_gbps = 8 * n / copy_ms / 1e6
         gbps = BYTES_PER_ELEMENT[args.update] * n / ms / 1e6
@@ -210,31 +209,40 @@ def synthetic_model(params: int, modalities: int, num_classes: int = 10) -> Mult
 
 
 # ----- timing -----------------------------------------------------------------------------------
-def _sync(device: torch.device) -> Callable[[], None]:
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
-def time_ms(fn: Callable[[], object], repeat: int, warmup: int, sync: Callable[[], None]) -> float:
-    """Median wall time of `fn` in milliseconds (device work included)."""
-    return interleaved_ms({"fn": fn}, repeat, warmup, sync)["fn"]
+def time_ms(fn: Callable[[], object], repeat: int, warmup: int, device: torch.device) -> float:
+    """Wall time of `fn` in milliseconds (device work included)."""
+    return interleaved_ms({"fn": fn}, repeat, warmup, device)["fn"]
 
 
 def interleaved_ms(
-    fns: dict[str, Callable[[], object]], repeat: int, warmup: int, sync: Callable[[], None]
+    fns: dict[str, Callable[[], object]], repeat: int, warmup: int, device: torch.device
 ) -> dict[str, float]:
-    """Median wall time in ms of each function, the functions called in turn `repeat` times."""
+    """Per-call wall time in ms of each function.
+
+    CPU: the functions are called in turn `repeat` times and the median of each is kept, so that
+    load from other processes on a shared machine hits all alike. CUDA: each function runs
+    `repeat` times back to back between two synchronisations (the mean), so that the host's
+    launch overhead overlaps the device work as it does in training.
+    """
+    cuda = device.type == "cuda"
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    sync()
+    if cuda:
+        torch.cuda.synchronize(device)
+        out = {}
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            torch.cuda.synchronize(device)
+            out[name] = (time.perf_counter() - t0) * 1e3 / repeat
+        return out
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            sync()
             times[name].append((time.perf_counter() - t0) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -269,9 +277,7 @@ def update_call(
     return lambda: regulate_(view, update, impl, chunk=chunk)
 
 
-def train_step_ms(
-    model: MultimodalModel, batch: int, repeat: int, sync: Callable[[], None]
-) -> tuple[float, float]:
+def train_step_ms(model: MultimodalModel, batch: int, repeat: int) -> tuple[float, float]:
     """(ms of a forward + backward + SGD step, ms the InfoReg regulator's loss() adds to the
     plain cross-entropy) on the audio-video model, as in the official settings."""
     m = copy.deepcopy(model)
@@ -288,14 +294,14 @@ def train_step_ms(
         F.cross_entropy(m(data).logits, labels).backward()
         opt.step()
 
-    step_ms = time_ms(step, repeat, 1, sync)
+    step_ms = time_ms(step, repeat, 1, device)
     groups = ModalityGroups.from_model(m)
     reg = build_regulator(RegulatorConfig(name="inforeg"), groups, ParamGradients(groups), m.head)
     reg.on_epoch_start(0)
     with torch.no_grad():
         out = m(data)
-    plain = time_ms(lambda: F.cross_entropy(out.logits, labels), 20, 3, sync)
-    with_reg = time_ms(lambda: reg.loss(out, labels), 20, 3, sync)
+    plain = time_ms(lambda: F.cross_entropy(out.logits, labels), 20, 3, device)
+    with_reg = time_ms(lambda: reg.loss(out, labels), 20, 3, device)
     return step_ms, max(0.0, with_reg - plain)
 
 

@@ -41,7 +41,7 @@ __all__ = [
 def resolve_impl(view: GradientView, impl: str) -> str:
     """The implementation `impl` names for `view` (``auto``: flat if it has one buffer)."""
     if impl == "auto":
-        return "flat" if view.flat_set() is not None else "foreach"
+        return "flat" if view.has_flat else "foreach"
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {(*IMPLS, 'auto')}, got {impl!r}")
     return impl

@@ -67,6 +67,11 @@ class GradientView(ABC):
     def flat_set(self) -> FlatSet | None:
         """The flat buffers, or None where the gradients are not in one buffer."""
 
+    @property
+    @abstractmethod
+    def has_flat(self) -> bool:
+        """Whether `flat_set` gives one buffer (what impl 'auto' picks 'flat' for)."""
+
     @abstractmethod
     def snapshot_anchor(self) -> None:
         """anchor <- current encoder weights (fp32)."""
@@ -101,6 +106,10 @@ class ParamGradients(GradientView):
     @property
     def device(self) -> torch.device:
         return self._params[0].device
+
+    @property
+    def has_flat(self) -> bool:
+        return self._flat is not None
 
     def _grads(self) -> list[Tensor]:
         for p in self._params:
@@ -216,6 +225,10 @@ class FlatGradients(GradientView):
     @property
     def device(self) -> torch.device:
         return self.weight.device
+
+    @property
+    def has_flat(self) -> bool:
+        return True
 
     def tensor_set(self) -> TensorSet:
         def cut(t: Tensor) -> list[Tensor]:
