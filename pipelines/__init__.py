@@ -13,6 +13,7 @@ from pipelines.contract import Loader, LoaderSpec
 
 # pipeline name -> "module:function" taking a LoaderSpec and returning a Loader.
 PIPELINES: dict[str, str] = {
+    "dali": "pipelines.dali:build",
     "ffcv": "pipelines.ffcv:build",
     "reference": "pipelines.reference:build",
 }
