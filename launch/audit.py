@@ -88,9 +88,12 @@ def decision_problems(
         for m, gap in zip(modalities, gaps, strict=True):
             if not _close(float(r[f"gap.{m}"]), gap):
                 problems.append(f"{where}: gap.{m}={r[f'gap.{m}']} but the scores give {gap}")
-        if cfg.name != "inforeg":
+        if cfg.name == "joint":
             if any(float(r[f"regulated.{m}"]) != 0 for m in modalities):
-                problems.append(f"{where}: {cfg.name} never regulates, but regulated is set")
+                problems.append(f"{where}: joint training never regulates, but regulated is set")
+            continue
+        if cfg.name == "ogm_ge":
+            problems += ogm_problems(r, modalities, scores, cfg)
             continue
         gap_t = torch.tensor([float(r[f"gap.{m}"]) for m in modalities], dtype=torch.float64)
         if cfg.variant == "official":
@@ -114,6 +117,29 @@ def decision_problems(
                     f"{where}: regulated.{m}={r[f'regulated.{m}']} but window={window[m]}, "
                     f"gap={r[f'gap.{m}']}, schedule={cfg.schedule}"
                 )
+    return problems
+
+
+def ogm_problems(
+    r: dict[str, Any], modalities: list[str], scores: torch.Tensor, cfg: RegulatorConfig
+) -> list[str]:
+    """OGM-GE: the highest score (first on a tie) is modulated by k = 1 - tanh(alpha * rho)
+    within the modulation epochs; the others keep k = 1."""
+    problems = []
+    active = cfg.modulation_starts <= int(r["epoch"]) <= cfg.modulation_ends
+    k = Fn.ogm_coefficients(scores, cfg.alpha).tolist()
+    dominant = int(torch.argmax(scores))
+    for i, m in enumerate(modalities):
+        expected_k = k[i] if active else 1.0
+        if f"coeff.{m}" in r and not _close(float(r[f"coeff.{m}"]), expected_k):
+            problems.append(
+                f"step {r['step']}: coeff.{m}={r[f'coeff.{m}']}, OGM gives {expected_k}"
+            )
+        if bool(r[f"regulated.{m}"]) != (active and i == dominant):
+            problems.append(
+                f"step {r['step']}: regulated.{m}={r[f'regulated.{m}']} but OGM "
+                f"modulates {modalities[dominant] if active else 'nothing'}"
+            )
     return problems
 
 

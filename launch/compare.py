@@ -62,6 +62,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.3f}"
+        if isinstance(v, list) and len(v) == 1:
+            return str(v[0])
         if isinstance(v, list):
             return f"{v[0]}-{v[-1]}" if v and v == list(range(v[0], v[-1] + 1)) else str(v)
         return str(v)

@@ -108,6 +108,8 @@ class Trainer:
             "window": self.window.state(),
             "best_acc": self.best_acc,
             "metrics_offset": self.log.offset(),
+            # BatchNorm statistics differ per rank between evaluations (DeepSpeed saves rank 0's)
+            "buffers": {k: v.detach().clone() for k, v in self.model.named_buffers()},
         }
 
     def restore(self, tag: str) -> int:
@@ -125,6 +127,9 @@ class Trainer:
         self.epoch_time_s = state["epoch_time_s"]
         self.window = Window.restore(state["window"], device)
         self.best_acc = state["best_acc"]
+        with torch.no_grad():
+            for name, buf in self.model.named_buffers():
+                buf.copy_(state["buffers"][name])
         return int(state["metrics_offset"])
 
     def save(self) -> None:
@@ -227,7 +232,24 @@ class Trainer:
         self.epoch_time_s += time.perf_counter() - epoch_start
 
     @torch.no_grad()
+    def average_buffers(self) -> None:
+        """Average BatchNorm running statistics across ranks (each rank saw other batches), so
+        every rank evaluates, and goes on training, with the same ones."""
+        if not dist.is_initialized() or self.dist.world_size == 1:
+            return
+        floats = [b for b in self.model.buffers() if b.is_floating_point()]
+        if floats:
+            flat = torch.cat([b.reshape(-1) for b in floats])
+            dist.all_reduce(flat)
+            flat /= self.dist.world_size
+            offset = 0
+            for b in floats:
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                offset += b.numel()
+
+    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        self.average_buffers()
         self.model.eval()
         device = self.dist.device
         n = self.num_classes

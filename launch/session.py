@@ -112,6 +112,12 @@ def build_session(
     check_dataset(cfg.data, cfg.model)
     if resume not in ("none", "auto"):
         raise ConfigError(f"--resume must be none or auto, got {resume!r}")
+    previous = checkpoint.find_latest(Path(cfg.run.out_dir) / "checkpoints")
+    if resume == "none" and previous is not None:
+        raise ConfigError(
+            f"run.out_dir={cfg.run.out_dir} holds a checkpoint ({previous}) of an earlier run: "
+            "continue it with --resume auto, or choose another run.out_dir"
+        )
 
     import deepspeed
 

@@ -42,6 +42,7 @@ def test_round_trip_and_conversions() -> None:
     cfg = from_mapping(Outer, data)
     assert cfg == Outer(name="x", rate=1.0, parts={"p": Inner(kind="b", size=3)}, tags=("t",))
     assert from_mapping(Outer, to_mapping(cfg)) == cfg
+    assert from_mapping(Outer, {"name": "x", "rate": "1e-3"}).rate == 1e-3  # YAML 1.1 string
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,7 @@ def test_round_trip_and_conversions() -> None:
         ({"name": "x", "parts": {"p": {"colour": 1}}}, "unknown key(s): parts.p.colour"),
         ({"name": "x", "flag": "yes"}, "flag: expected true/false"),
         ({"name": "x", "limit": 2.5}, "limit: expected an integer"),
+        ({"name": "x", "rate": "fast"}, "rate: expected a number"),
         ({"name": "x", "parts": {"p": {"kind": "c"}}}, "parts.p.kind: must be one of"),
         ({"name": "x", "parts": {"p": {"size": 0}}}, "parts.p: size must be >= 1"),
         ({"rate": 1.0}, "missing key(s): name"),
