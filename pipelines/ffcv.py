@@ -195,7 +195,7 @@ class FFCVLoader:
                 drop_last=False,
                 batches_ahead=spec.prefetch,
             )
-        except (AssertionError, ValueError, TypeError, OSError) as e:
+        except (AssertionError, IndexError, ValueError, TypeError, OSError) as e:
             raise ValueError(f"{self.path}: cannot open as an FFCV file: {e}") from e
         reader = self.loader.reader
         self.base_metadata = reader.metadata

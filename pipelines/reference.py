@@ -101,6 +101,19 @@ def read_wav(data: bytes, name: str) -> tuple[np.ndarray, int]:
     return samples.astype(np.float32) / AUDIO_SCALE, rate
 
 
+def crop_resize(img: Image.Image, box: tuple[int, ...], size: int, flip: bool) -> np.ndarray:
+    """torchvision's `resized_crop` on a PIL image, then the flip: uint8 (size, size, 3).
+
+    Crop first, then resize (PIL's `resize(box=...)` would let pixels outside the box into the
+    filter at its edges, which torchvision does not).
+    """
+    top, left, h, w = box
+    img = img.crop((left, top, left + w, top + h)).resize((size, size), Image.Resampling.BILINEAR)
+    if flip:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(img)
+
+
 class FramesDataset(Dataset[dict[str, Any]]):
     """One split of the `frames` format; item (epoch, index) -> one sample (the epoch picks the
     augmentation, so workers need no state)."""
@@ -165,15 +178,8 @@ class FramesDataset(Dataset[dict[str, Any]]):
             img = img.convert("RGB")
             if img.size != (width, height):
                 raise ValueError(f"frame {frame + 1} is {img.size}, not {(width, height)}")
-            top, left, h, w = (int(v) for v in params.boxes[0, slot])
-            img = img.resize(
-                (spec.size, spec.size),
-                Image.Resampling.BILINEAR,
-                box=(left, top, left + w, top + h),
-            )
-            if params.flips[0, slot]:
-                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            out[slot] = np.asarray(img)
+            box = tuple(int(v) for v in params.boxes[0, slot])
+            out[slot] = crop_resize(img, box, spec.size, bool(params.flips[0, slot]))
         return out
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
