@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "loader": ("pipelines.bench", "a loader's samples/s, latency, CPU use and decode bound"),
     "regulator": (
         "inforeg.bench",
         "the fused regulator pass vs a memory copy and the official code",
