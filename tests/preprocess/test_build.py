@@ -12,6 +12,7 @@ read with the standard library, tiled and cropped. Tolerances:
 
 from __future__ import annotations
 
+import itertools
 import json
 import wave
 from collections import Counter
@@ -59,7 +60,10 @@ def direct_frames(path: Path, fps: float, short_side: int | None) -> list[np.nda
     out = []
     for rgb in picked:
         h, w = rgb.shape[:2]
-        size = (round(w * short_side / h), short_side) if h <= w else (short_side, round(h * short_side / w))
+        if h <= w:
+            size = (round(w * short_side / h), short_side)  # cv2 sizes are (width, height)
+        else:
+            size = (short_side, round(h * short_side / w))
         out.append(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
     return out
 
@@ -93,8 +97,13 @@ def expected(manifest: Manifest, info: DatasetInfo, split: str) -> dict[str, tup
 
 
 def check_sample(
-    manifest: Manifest, info: DatasetInfo, sample_id: str, frames: list[np.ndarray],
-    audio: np.ndarray, text: np.ndarray, vocab: tuple[str, ...],
+    manifest: Manifest,
+    info: DatasetInfo,
+    sample_id: str,
+    frames: list[np.ndarray],
+    audio: np.ndarray,
+    text: np.ndarray,
+    vocab: tuple[str, ...],
 ) -> None:
     row = next(r for r in manifest.rows if r.id == sample_id)
     assert row.video is not None and row.audio is not None and row.text is not None
@@ -144,8 +153,12 @@ def test_ffcv_loader_reads_every_sample(
     from ffcv.fields.ndarray import NDArrayDecoder
     from ffcv.loader import Loader, OrderOption
 
-    from preprocess.ffcv_fields import CUSTOM_FIELDS, AllFramesDecoder, FrameBytesDecoder
-    from preprocess.ffcv_fields import unpack_frames
+    from preprocess.ffcv_fields import (
+        CUSTOM_FIELDS,
+        AllFramesDecoder,
+        FrameBytesDecoder,
+        unpack_frames,
+    )
 
     manifest, info, vocab = loaded
     split = "train"
@@ -158,8 +171,12 @@ def test_ffcv_loader_reads_every_sample(
         "index": [IntDecoder()],
     }
     loader = Loader(
-        str(synth_built / f"ffcv/{split}.beton"), batch_size=5, num_workers=1,
-        order=OrderOption.SEQUENTIAL, drop_last=False, custom_fields=CUSTOM_FIELDS,
+        str(synth_built / f"ffcv/{split}.beton"),
+        batch_size=5,
+        num_workers=1,
+        order=OrderOption.SEQUENTIAL,
+        drop_last=False,
+        custom_fields=CUSTOM_FIELDS,
         pipelines=pipelines,
     )
     seen: list[tuple[str, int, int]] = []
@@ -178,10 +195,19 @@ def test_ffcv_loader_reads_every_sample(
     # The raw decoder gives the JPEG bytes. FFCV's decode (libjpeg-turbo with the fast IDCT and
     # fast chroma upsampling) is near OpenCV's exact one: PSNR >= 40 dB, no pixel 8 levels off.
     raw = Loader(
-        str(synth_built / f"ffcv/{split}.beton"), batch_size=5, num_workers=1,
-        order=OrderOption.SEQUENTIAL, drop_last=False, custom_fields=CUSTOM_FIELDS,
-        pipelines={"video": [FrameBytesDecoder()], "audio": None, "text": None,
-                   "label": None, "index": [IntDecoder()]},
+        str(synth_built / f"ffcv/{split}.beton"),
+        batch_size=5,
+        num_workers=1,
+        order=OrderOption.SEQUENTIAL,
+        drop_last=False,
+        custom_fields=CUSTOM_FIELDS,
+        pipelines={
+            "video": [FrameBytesDecoder()],
+            "audio": None,
+            "text": None,
+            "label": None,
+            "index": [IntDecoder()],
+        },
     )
     for blob, index in raw:
         for b in range(len(index)):
@@ -209,7 +235,7 @@ def test_webdataset_reads_every_sample(
             assert sample["__key__"] == f"{index:08d}"
             seen.append((sid, label, index))
             offsets = np.frombuffer(sample["offsets"], "<i4")
-            frames = [decode_jpeg(sample["frames"][a:b]) for a, b in zip(offsets, offsets[1:])]
+            frames = [decode_jpeg(sample["frames"][a:b]) for a, b in itertools.pairwise(offsets)]
             audio = np.frombuffer(sample["audio"], AUDIO_DTYPE)
             text = np.frombuffer(sample["text"], TEXT_DTYPE)
             check_sample(manifest, info, sid, frames, audio, text, vocab)
@@ -236,14 +262,17 @@ def test_dali_webdataset_reader_cpu_picks_and_decodes_frames(
     @pipeline_def(batch_size=4, num_threads=1, device_id=None)
     def graph():  # type: ignore[no-untyped-def]
         frames, offsets, audio, text, label, index = fn.readers.webdataset(
-            paths=shards, index_paths=indexes, ext=["frames", "offsets", "audio", "text",
-                                                   "label", "index"],
+            paths=shards,
+            index_paths=indexes,
+            ext=["frames", "offsets", "audio", "text", "label", "index"],
             dtypes=[types.UINT8, types.INT32, types.INT16, types.INT32, types.INT64, types.INT64],
-            random_shuffle=False, name="reader",
+            random_shuffle=False,
+            name="reader",
         )
         decoded = [
-            fn.decoders.image(frames[offsets[j] : offsets[j + 1]], device="cpu",
-                              output_type=types.RGB)
+            fn.decoders.image(
+                frames[offsets[j] : offsets[j + 1]], device="cpu", output_type=types.RGB
+            )
             for j in range(count)
         ]
         return (audio, text, label, index, *decoded)
@@ -262,8 +291,15 @@ def test_dali_webdataset_reader_cpu_picks_and_decodes_frames(
             idx = int(np.array(index[b])[0])
             sid = ids[idx]
             seen.append((sid, int(np.array(label[b])[0]), idx))
-            check_sample(manifest, info, sid, [np.array(f[b]) for f in frames],
-                         np.array(audio[b]), np.array(text[b]), vocab)
+            check_sample(
+                manifest,
+                info,
+                sid,
+                [np.array(f[b]) for f in frames],
+                np.array(audio[b]),
+                np.array(text[b]),
+                vocab,
+            )
     want = expected(manifest, info, split)
     assert Counter(s for s, _, _ in seen) == Counter(list(want))
     assert all(want[s] == (lab, idx) for s, lab, idx in seen)
@@ -290,7 +326,7 @@ def test_frames_format_is_the_peers_layout_at_source_resolution(
         rows = manifest.split(split)
         assert [e["id"] for e in entries] == [r.id for r in rows]
         assert [e["index"] for e in entries] == list(range(len(rows)))
-        for entry, row in zip(entries, rows):
+        for entry, row in zip(entries, rows, strict=True):
             assert row.video is not None and row.audio is not None
             assert entry["label"] == info.classes.index(row.label) and entry["class"] == row.label
             folder = synth_built / "frames" / entry["folder"]
@@ -300,11 +336,12 @@ def test_frames_format_is_the_peers_layout_at_source_resolution(
             # q95 at the source size (64 x 48): tighter than the resized q90 frames
             reference = direct_frames(manifest.resolve(row.video), FPS, None)
             assert len(stored) == len(reference)
-            for a, b in zip(stored, reference):
+            for a, b in zip(stored, reference, strict=True):
                 assert a.shape == b.shape and psnr(a, b) >= 32.0
-            with wave.open(str(synth_built / "frames" / entry["wav"])) as w, wave.open(
-                str(manifest.resolve(row.audio))
-            ) as src:
+            with (
+                wave.open(str(synth_built / "frames" / entry["wav"])) as w,
+                wave.open(str(manifest.resolve(row.audio))) as src,
+            ):
                 assert w.getframerate() == src.getframerate()
                 ours = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(int)
                 theirs = np.frombuffer(src.readframes(src.getnframes()), "<i2").astype(int)

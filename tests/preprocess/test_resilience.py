@@ -72,27 +72,55 @@ def broken_manifest(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) -
     (media / "truncated.mp4").write_bytes(video[: len(video) // 2])
     (media / "empty.wav").write_bytes(b"")
     (media / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(20000))
+
+    def moved(cell: str | None) -> str | None:  # the same file, relative to the new manifest
+        return None if cell is None else os.path.relpath(manifest.resolve(cell), folder)
+
     rows = [
         ManifestRow(
             id=r.id,
             split=r.split,
             label=r.label,
-            video=str(Path(os.path.relpath(manifest.resolve(r.video), folder))) if r.video else None,
-            audio=str(Path(os.path.relpath(manifest.resolve(r.audio), folder))) if r.audio else None,
+            video=moved(r.video),
+            audio=moved(r.audio),
             text=r.text,
         )
         for r in manifest.rows
     ]
     good_audio, good_video = rows[0].audio, rows[0].video
     bad = [
-        ManifestRow(id="bad_truncated", split="train", label=good.label,
-                    video="bad/truncated.mp4", audio=good_audio, text="some words"),
-        ManifestRow(id="bad_empty_wav", split="test", label=good.label,
-                    video=good_video, audio="bad/empty.wav", text="some words"),
-        ManifestRow(id="bad_missing", split="train", label=good.label,
-                    video="bad/not_there.mp4", audio=good_audio, text="some words"),
-        ManifestRow(id="bad_garbage", split="val", label=good.label,
-                    video="bad/garbage.mp4", audio=good_audio, text="some words"),
+        ManifestRow(
+            id="bad_truncated",
+            split="train",
+            label=good.label,
+            video="bad/truncated.mp4",
+            audio=good_audio,
+            text="some words",
+        ),
+        ManifestRow(
+            id="bad_empty_wav",
+            split="test",
+            label=good.label,
+            video=good_video,
+            audio="bad/empty.wav",
+            text="some words",
+        ),
+        ManifestRow(
+            id="bad_missing",
+            split="train",
+            label=good.label,
+            video="bad/not_there.mp4",
+            audio=good_audio,
+            text="some words",
+        ),
+        ManifestRow(
+            id="bad_garbage",
+            split="val",
+            label=good.label,
+            video="bad/garbage.mp4",
+            audio=good_audio,
+            text="some words",
+        ),
     ]
     return write_manifest(folder / "manifest.csv", rows[:5] + bad[:2] + rows[5:] + bad[2:])
 
@@ -145,8 +173,12 @@ def test_error_rate_above_the_limit_exits_nonzero_with_consistent_outputs(
     ],
 )
 def test_impossible_options_are_rejected_before_any_work(
-    synth_raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    option: str, value: str, message: str,
+    synth_raw: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+    message: str,
 ) -> None:
     out = tmp_path / "never"
     args = ["build", "--manifest", str(synth_raw), "--out", str(out), option, value]
@@ -159,10 +191,17 @@ def test_unknown_label_and_wordless_text_are_errors(synth_raw: Path, tmp_path: P
     manifest = read_manifest(synth_raw)
     rows = list(manifest.rows)
     r0, r1 = rows[0], rows[1]
-    rows[0] = ManifestRow(id=r0.id, split=r0.split, label="no_such_class", video=r0.video,
-                          audio=r0.audio, text=r0.text)
-    rows[1] = ManifestRow(id=r1.id, split=r1.split, label=r1.label, video=r1.video,
-                          audio=r1.audio, text="?! ...")
+    rows[0] = ManifestRow(
+        id=r0.id,
+        split=r0.split,
+        label="no_such_class",
+        video=r0.video,
+        audio=r0.audio,
+        text=r0.text,
+    )
+    rows[1] = ManifestRow(
+        id=r1.id, split=r1.split, label=r1.label, video=r1.video, audio=r1.audio, text="?! ..."
+    )
     path = write_manifest(synth_raw.parent / "labels.csv", rows)
     classes = ",".join(c for c in manifest.classes())
     out = tmp_path / "data"
@@ -178,8 +217,9 @@ def test_sigkill_midway_then_rerun_gives_the_same_samples(
 ) -> None:
     out = tmp_path / "data"
     cmd = [sys.executable, "-m", "preprocess.cli", *build_args(synth_raw, out, "--keep-staging")]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     records = out / STAGING_DIR
     deadline = time.monotonic() + 120
     killed_after = 0
