@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
+DEMO_NPROC ?= 2
 
 .PHONY: setup test lint typecheck pytest demo clean
 
@@ -21,9 +22,20 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# The main job on the built-in synthetic set: synthesize (audio strong, video weak), build FFCV and
+# DALI shards, train joint and InfoReg with DeepSpeed on 2 processes, compare.
 demo: setup
-	$(BIN)/inforeg-preprocess synth --out $(DEMO_DIR)/raw --samples 120 --classes 6 --seed 0
-	@echo "demo: synthetic raw dataset (audio strong, video weak) written to $(DEMO_DIR)/raw/manifest.csv"
+	$(BIN)/inforeg-preprocess synth --out $(DEMO_DIR)/raw --samples 600 --classes 6 --seed 0 \
+		--width 64 --height 64 --seconds 2
+	$(BIN)/inforeg-preprocess build --manifest $(DEMO_DIR)/raw/manifest.csv --out $(DEMO_DIR)/shards \
+		--formats ffcv,dali --frame-size 64 --audio-seconds 2
+	rm -rf $(DEMO_DIR)/joint $(DEMO_DIR)/inforeg
+	for method in joint inforeg; do \
+		$(BIN)/deepspeed --num_gpus $(DEMO_NPROC) launch/train.py --config configs/synthetic.yaml \
+			--deepspeed_config deepspeed_configs/zero2.json data.dir=$(DEMO_DIR)/shards \
+			regulator.name=$$method run.out_dir=$(DEMO_DIR)/$$method run.progress=false || exit 1; \
+	done
+	$(PY) -m launch.compare $(DEMO_DIR)/joint $(DEMO_DIR)/inforeg --plot $(DEMO_DIR)/information.png
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
