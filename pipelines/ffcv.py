@@ -19,8 +19,10 @@ What this module adds to FFCV, and why:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,8 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 class _GuardedEpoch(EpochIterator):
     """FFCV's epoch iterator whose failures reach the consumer (see the module docstring)."""
 
+    closed: bool
+
     def __init__(self, loader: _Loader, order: np.ndarray, video_column: str | None):
         self.failure: BaseException | None = None
         self.current: np.ndarray = order[:0]
@@ -101,6 +105,11 @@ class _GuardedEpoch(EpochIterator):
                 raise LoaderError(f"{self.loader.fname}: {'; '.join(broken)}")
         return result
 
+    def close(self) -> None:
+        if not self.closed:  # FFCV's close would exit the memory context on every call
+            super().close()
+            self.closed = True
+
     def next_batch(self, timeout: float) -> tuple[Any, ...] | None:
         """The next host batch (a tuple in field order), None at the end of the epoch."""
         try:
@@ -131,12 +140,50 @@ class _GuardedEpoch(EpochIterator):
 
 
 class _Loader(_FFCVLoader):
+    """FFCV's Loader, iterated through `epoch()`: one epoch thread at a time, buffers reused.
+
+    FFCV allocates the ring buffers of every operation anew for each epoch (and the kernel then
+    faults the pages in again); with short epochs that is a visible cost, so the allocation is kept
+    while the previous epoch's thread is known to have stopped.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.active: _GuardedEpoch | None = None
+        self._buffers: tuple[tuple[int, int], Any] | None = None
+        allocate = self.graph.allocate_memory
+
+        def allocate_once(batch_size: int, batches_ahead: int) -> Any:
+            key = (batch_size, batches_ahead)
+            if self._buffers is None or self._buffers[0] != key:
+                self._buffers = (key, allocate(batch_size, batches_ahead))
+            return self._buffers[1]
+
+        self.graph.allocate_memory = allocate_once
+
+    def stop(self) -> None:
+        """Stop the running epoch's thread; if it does not stop, never reuse its buffers."""
+        active, self.active = self.active, None
+        if active is None:
+            return
+        active.close()
+        deadline = time.monotonic() + 10.0
+        while active.is_alive() and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):  # a thread blocked on a full queue gets room
+                while True:
+                    active.output_queue.get_nowait()
+            active.join(timeout=0.1)
+        if active.is_alive():
+            self._buffers = None
+
     def epoch(self, order: np.ndarray, video_column: str | None) -> _GuardedEpoch:
         """An epoch over `order` (this rank's samples, in order) with our guarded iterator."""
+        self.stop()
         Compiler.set_num_threads(self.num_workers)
         if self.code is None:
             self.generate_code()
-        return _GuardedEpoch(self, order, video_column)
+        self.active = _GuardedEpoch(self, order, video_column)
+        return self.active
 
 
 def _keep_torch_threads(fn: Any, *args: Any, **kwargs: Any) -> Any:
