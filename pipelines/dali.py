@@ -123,13 +123,16 @@ class SlotParams:
     """The graph's one Python call, per batch: sample indices -> each sample's slot rows.
 
     A pure function of (seed, epoch, index) through `video_params`, vectorised over the batch.
-    Batches before `skip` (a resume's fast-forward) get 8x8 regions warped to 1x1 pixels: the
-    reader still walks them, the decoder and resampler almost do not.
+    Batches outside [first, stop) - a resume's fast-forward, and the prefetch that runs past the
+    epoch's last batch - get 8x8 regions warped to 1x1 pixels: the reader still walks them, the
+    decoder and the resampler almost do not.
     """
 
-    def __init__(self, shards: ShardSet, *, seed: int, epoch: int, spec: LoaderSpec, skip: int):
+    def __init__(
+        self, shards: ShardSet, *, seed: int, epoch: int, spec: LoaderSpec, first: int, stop: int
+    ):
         self.counts, self.heights, self.widths = shards.frame_counts, shards.heights, shards.widths
-        self.seed, self.epoch, self.skip = seed, epoch, skip
+        self.seed, self.epoch, self.first, self.stop = seed, epoch, first, stop
         self.frames, self.size, self.train = spec.frames, spec.size, spec.train
 
     def __call__(self, indices: list[np.ndarray], iteration: list[np.ndarray]) -> list[np.ndarray]:
@@ -147,7 +150,7 @@ class SlotParams:
             train=self.train,
         )
         rows = slot_rows(params, self.heights[idx], self.widths[idx], self.size)
-        if int(np.asarray(iteration[0])) < self.skip:
+        if not self.first <= int(np.asarray(iteration[0])) < self.stop:
             cheap = rows.reshape(idx.size, self.frames, ROW)
             cheap[..., 1:3] = 0.0
             cheap[..., 3:5] = np.minimum(8.0, cheap[..., 3:5])
@@ -383,7 +386,12 @@ class DaliLoader:
         start, epoch = self._cursor.start(), self._cursor.epoch
         params = self.graph_params(epoch)
         slots = SlotParams(
-            self.shards, seed=self.spec.seed, epoch=epoch, spec=self.spec, skip=start
+            self.shards,
+            seed=self.spec.seed,
+            epoch=epoch,
+            spec=self.spec,
+            first=start,
+            stop=len(self),
         )
         pipe = contract_pipeline(params, slots, seed=params.reader_seed, **self._executor())
         names = output_names(self.info.modalities)
