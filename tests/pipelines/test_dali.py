@@ -292,3 +292,18 @@ def test_mixed_decoding_matches_cpu(data: Path) -> None:
         d = (x["video"] - y["video"].cpu()).abs() * 0.226 * 255  # ~ 8-bit levels
         assert d.mean() < 1.0 and d.max() < 12.0
         torch.testing.assert_close(y["audio"].cpu(), x["audio"], rtol=1e-4, atol=1e-4)
+
+
+def test_dataset_without_video_yields_no_video(tmp_path: Path) -> None:
+    """Modalities absent from the dataset are absent from the batch (no frames in the graph)."""
+    synth = ["synth", "--out", str(tmp_path / "raw"), "--samples", "12", "--classes", "3"]
+    synth += ["--modalities", "audio,text", "--seconds", "1.0", "--workers", "1"]
+    assert preprocess(synth) == 0
+    build = ["build", "--manifest", str(tmp_path / "raw" / "manifest.csv"), "--out"]
+    build += [str(tmp_path / "ds"), "--formats", "dali", "--audio-seconds", "1.0", "--quiet"]
+    assert preprocess([*build, "--workers", "1"]) == 0
+    n = load_dataset_info(tmp_path / "ds").splits["train"].samples
+    loader = DaliLoader(spec(tmp_path / "ds", train=False, batch_size=3))
+    batches = epoch(loader)
+    assert sorted(indices(batches)) == list(range(n))
+    assert set(batches[0]) == {"audio", "text", "text_mask", "label", "index"}
