@@ -80,20 +80,29 @@ _MEMBERS: dict[str, tuple[tuple[str, DType], ...]] = {
 
 
 def slot_rows(
-    params: VideoParams, heights: np.ndarray, widths: np.ndarray, size: int
+    params: VideoParams,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    size: int,
+    *,
+    whole_frame: bool = False,
 ) -> np.ndarray:
     """float32 (n, K * ROW): what the graph does to each slot, from the contract's parameters.
 
     Per slot: the frame; the region decoded, (x, y, w, h) = the crop box grown by one pixel and
     clipped to the frame (bilinear sampling at the box's edge reads its neighbours, as a resize of
-    the whole frame with a source box does); the 3 x 3 matrix taking output pixel coordinates
-    (corner origin) to the region's, mirrored in x when the slot flips; the output (size, size).
+    the whole frame with a source box does), or the whole frame; the 3 x 3 matrix taking output
+    pixel coordinates (corner origin) to the region's, mirrored in x when the slot flips; the
+    output (size, size).
     """
     top, left, h, w = (params.boxes[..., i].astype(np.float64) for i in range(4))  # (n, K)
     frame_h = np.asarray(heights, dtype=np.float64)[:, None]
     frame_w = np.asarray(widths, dtype=np.float64)[:, None]
-    x0, y0 = np.maximum(left - 1, 0), np.maximum(top - 1, 0)
-    x1, y1 = np.minimum(left + w + 1, frame_w), np.minimum(top + h + 1, frame_h)
+    if whole_frame:
+        x0, y0, x1, y1 = 0 * left, 0 * top, frame_w + 0 * left, frame_h + 0 * top
+    else:
+        x0, y0 = np.maximum(left - 1, 0), np.maximum(top - 1, 0)
+        x1, y1 = np.minimum(left + w + 1, frame_w), np.minimum(top + h + 1, frame_h)
     sx, sy = w / size, h / size
     flip = params.flips.astype(bool)
     zero, one = np.zeros_like(sx), np.ones_like(sx)
@@ -124,16 +133,24 @@ class SlotParams:
 
     A pure function of (seed, epoch, index) through `video_params`, vectorised over the batch.
     Batches outside [first, stop) - a resume's fast-forward, and the prefetch that runs past the
-    epoch's last batch - get 8x8 regions warped to 1x1 pixels: the reader still walks them, the
-    decoder and the resampler almost do not.
+    epoch's last batch - are warped to 1x1 pixels, from 8x8 regions when the graph decodes
+    regions: the reader still walks them, the decoder and the resampler almost do not.
     """
 
     def __init__(
-        self, shards: ShardSet, *, seed: int, epoch: int, spec: LoaderSpec, first: int, stop: int
+        self,
+        shards: ShardSet,
+        *,
+        spec: LoaderSpec,
+        epoch: int,
+        first: int,
+        stop: int,
+        whole_frame: bool,
     ):
         self.counts, self.heights, self.widths = shards.frame_counts, shards.heights, shards.widths
-        self.seed, self.epoch, self.first, self.stop = seed, epoch, first, stop
+        self.seed, self.epoch, self.first, self.stop = spec.seed, epoch, first, stop
         self.frames, self.size, self.train = spec.frames, spec.size, spec.train
+        self.whole_frame = whole_frame
 
     def __call__(self, indices: list[np.ndarray], iteration: list[np.ndarray]) -> list[np.ndarray]:
         idx = np.concatenate([np.asarray(i).reshape(-1) for i in indices]).astype(np.int64)
@@ -149,11 +166,18 @@ class SlotParams:
             k=self.frames,
             train=self.train,
         )
-        rows = slot_rows(params, self.heights[idx], self.widths[idx], self.size)
+        rows = slot_rows(
+            params,
+            self.heights[idx],
+            self.widths[idx],
+            self.size,
+            whole_frame=self.whole_frame,
+        )
         if not self.first <= int(np.asarray(iteration[0])) < self.stop:
             cheap = rows.reshape(idx.size, self.frames, ROW)
-            cheap[..., 1:3] = 0.0
-            cheap[..., 3:5] = np.minimum(8.0, cheap[..., 3:5])
+            if not self.whole_frame:
+                cheap[..., 1:3] = 0.0
+                cheap[..., 3:5] = np.minimum(8.0, cheap[..., 3:5])
             cheap[..., 14:16] = 1.0
         return list(rows)
 
@@ -180,14 +204,17 @@ class GraphParams:
     indexes: tuple[str, ...]
     modalities: tuple[str, ...]
     frames: int
-    size: int
     shard_id: int
     num_shards: int
     shuffle: bool
     initial_fill: int
     reader_seed: int
     decoder: str
-    """`mixed` (nvJPEG, outputs on the GPU) or `cpu`."""
+    """`mixed` (nvJPEG, outputs on the GPU) or `cpu` (libjpeg-turbo)."""
+    whole_frame: bool
+    """Decode whole frames (`decoders.image`: nvJPEG's hardware decoder takes no regions) or only
+    each slot's region (`decoders.image_slice`: less entropy decoding and colour conversion on
+    CPUs, and a resume's skipped batches decode 8x8 pixels)."""
 
 
 def read_members(params: GraphParams, members: Sequence[tuple[str, Any]]) -> dict[str, Any]:
@@ -223,18 +250,21 @@ def select_jpeg(frames: Any, offsets: Any, frame: Any) -> Any:
     )
 
 
-def crop_resize_flip(jpeg: Any, row: Any, decoder: str) -> Any:
+def crop_resize_flip(jpeg: Any, row: Any, params: GraphParams) -> Any:
     """uint8 (size, size, 3): decode the row's region of the JPEG, warp it by the row's matrix."""
-    region = fn.decoders.image_slice(
-        jpeg,
-        row[1:3],  # (x, y)
-        row[3:5],  # (w, h)
-        device=decoder,
-        output_type=types.DALIImageType.RGB,
-        axis_names="WH",
-        normalized_anchor=False,
-        normalized_shape=False,
-    )
+    if params.whole_frame:
+        region = fn.decoders.image(jpeg, device=params.decoder, output_type=types.DALIImageType.RGB)
+    else:
+        region = fn.decoders.image_slice(
+            jpeg,
+            row[1:3],  # (x, y)
+            row[3:5],  # (w, h)
+            device=params.decoder,
+            output_type=types.DALIImageType.RGB,
+            axis_names="WH",
+            normalized_anchor=False,
+            normalized_shape=False,
+        )
     return fn.experimental.warp_perspective(
         region,
         matrix=fn.reshape(row[5:14], shape=[3, 3]),
@@ -251,7 +281,7 @@ def video_frames(read: Mapping[str, Any], rows: Any, params: GraphParams) -> Any
     for k in range(params.frames):
         row = rows[k * ROW : (k + 1) * ROW]
         jpeg = select_jpeg(read[FRAMES], read[OFFSETS], fn.cast(row[0], dtype=DType.INT32))
-        slots.append(crop_resize_flip(jpeg, row, params.decoder))
+        slots.append(crop_resize_flip(jpeg, row, params))
     return fn.stack(*slots)
 
 
@@ -310,7 +340,11 @@ class DaliLoader:
     `SlotParams`), then yields exactly the rest.
     """
 
-    def __init__(self, spec: LoaderSpec, info: DatasetInfo | None = None):
+    def __init__(
+        self, spec: LoaderSpec, info: DatasetInfo | None = None, *, whole_frame: bool | None = None
+    ):
+        """`whole_frame`: decode whole frames rather than each slot's region (see `GraphParams`);
+        None = whole frames on the GPU (nvJPEG's hardware decoder), regions on the CPU."""
         self.spec = spec
         self.info = info if info is not None else load_dataset_info(spec.data_dir)
         self.shards = read_shards(spec.data_dir, self.info, spec.split)
@@ -327,6 +361,7 @@ class DaliLoader:
                 f"batch_size {spec.batch_size} x world_size {spec.world_size} exceeds the split's "
                 f"{n} samples: no full batch per rank"
             )
+        self.whole_frame = self.device.type == "cuda" if whole_frame is None else whole_frame
         self._cursor = EpochCursor(len(self))
 
     def __len__(self) -> int:
@@ -358,13 +393,13 @@ class DaliLoader:
             indexes=tuple(str(p) for p in self.shards.indexes),
             modalities=self.info.modalities,
             frames=spec.frames,
-            size=spec.size,
             shard_id=shard_id,
             num_shards=spec.world_size,
             shuffle=shuffle,
             initial_fill=max(1, min(fill, stop - start)),
             reader_seed=int(seed >> np.uint64(33)),  # 31 bits: DALI seeds are non-negative int
             decoder="mixed" if self.device.type == "cuda" else "cpu",
+            whole_frame=self.whole_frame,
         )
 
     def _executor(self) -> dict[str, Any]:
@@ -387,11 +422,11 @@ class DaliLoader:
         params = self.graph_params(epoch)
         slots = SlotParams(
             self.shards,
-            seed=self.spec.seed,
-            epoch=epoch,
             spec=self.spec,
+            epoch=epoch,
             first=start,
             stop=len(self),
+            whole_frame=params.whole_frame,
         )
         pipe = contract_pipeline(params, slots, seed=params.reader_seed, **self._executor())
         names = output_names(self.info.modalities)

@@ -118,11 +118,12 @@ def test_eval_round_trip_matches_the_stored_samples(data: Path) -> None:
             torch.testing.assert_close(b["audio"][row], expected[0], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_video_matches_the_host_twin(data: Path, train: bool) -> None:
+@pytest.mark.parametrize(("train", "whole_frame"), [(False, False), (True, False), (True, True)])
+def test_video_matches_the_host_twin(data: Path, train: bool, whole_frame: bool) -> None:
     """Frames, boxes and flips are the contract's; the pixels are the host twin's within JPEG
-    decoder rounding (DALI's region decode vs PIL's full decode: a few levels at most)."""
-    loader = DaliLoader(spec(data, train=train, finish=False, frames=3))
+    decoder rounding (DALI's region decode vs PIL's full decode: a few levels at most). Whole
+    frames is the GPU's graph (nvJPEG's hardware decoder takes no regions), here on the CPU."""
+    loader = DaliLoader(spec(data, train=train, finish=False, frames=3), whole_frame=whole_frame)
     loader.set_epoch(2)
     shards = loader.shards
     diffs = []
@@ -138,7 +139,9 @@ def test_video_matches_the_host_twin(data: Path, train: bool) -> None:
             k=3,
             train=train,
         )
-        rows = slot_rows(params, shards.heights[idx], shards.widths[idx], SIZE).reshape(-1, 3, 16)
+        rows = slot_rows(
+            params, shards.heights[idx], shards.widths[idx], SIZE, whole_frame=whole_frame
+        ).reshape(-1, 3, 16)
         for r, index in enumerate(idx.tolist()):
             frames = member(shards, index, "frames")
             offsets = np.frombuffer(member(shards, index, "offsets"), dtype="<i4")
@@ -194,19 +197,21 @@ def test_epoch_order_is_a_function_of_seed_and_epoch(data: Path) -> None:
     assert orders[7, 0] != sorted(orders[7, 0])  # shuffled, not the stored order
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_resume_yields_exactly_the_rest_of_the_epoch(data: Path, train: bool) -> None:
-    whole = DaliLoader(spec(data, train=train, batch_size=3))
+@pytest.mark.parametrize(("train", "whole_frame"), [(True, False), (False, False), (True, True)])
+def test_resume_yields_exactly_the_rest_of_the_epoch(
+    data: Path, train: bool, whole_frame: bool
+) -> None:
+    whole = DaliLoader(spec(data, train=train, batch_size=3), whole_frame=whole_frame)
     whole.set_epoch(1)
     expected = epoch(whole)
-    first = DaliLoader(spec(data, train=train, batch_size=3))
+    first = DaliLoader(spec(data, train=train, batch_size=3), whole_frame=whole_frame)
     first.set_epoch(1)
     it = iter(first)
     for _ in range(2):
         next(it)
     state = first.state_dict()
     assert state == {"epoch": 1, "batches": 2}
-    resumed = DaliLoader(spec(data, train=train, batch_size=3))
+    resumed = DaliLoader(spec(data, train=train, batch_size=3), whole_frame=whole_frame)
     resumed.load_state_dict(state)
     rest = epoch(resumed)
     assert len(rest) == len(expected) - 2
