@@ -1,14 +1,15 @@
 """The DALI loader: webdataset tar shards -> the batch contract, JPEGs decoded on the GPU if any.
 
-One graph, composed of the small helpers below in `contract_pipeline`, runs on both machines; only
-the decoder's device changes (`mixed`: nvJPEG, outputs on the GPU, when the spec's device is
-CUDA; `cpu`: libjpeg-turbo otherwise), so CI runs the graph that trains:
+One graph, composed of the small helpers below in `contract_pipeline`, runs on both machines; the
+decoder's device changes (`mixed`: nvJPEG, outputs on the GPU, when the spec's device is CUDA;
+`cpu`: libjpeg-turbo otherwise), so CI runs the graph that trains:
 
     fn.readers.webdataset (index files, shard_id/num_shards, buffer shuffle)   per sample
       -> slot rows: the contract's `video_params` of the batch's indices       one Python call
          (frame, decoded region, warp matrix per slot)                         per batch
       -> per slot k: the bytes of JPEG f_k, sliced by offsets[f_k]:offsets[f_k + 1]
-      -> decoders.image_slice: decodes the crop box plus a 1-pixel margin only
+      -> decode: the crop box plus a 1-pixel margin (`decoders.image_slice`, the CPU's default),
+         or the whole frame (`decoders.image`, the GPU's: its hardware decoder takes no regions)
       -> warp_perspective: crop + resize to size x size + flip, one bilinear pass
       -> stack the K slots: uint8 (K, size, size, 3)
     PCM, tokens, label, index: as stored.
