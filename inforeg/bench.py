@@ -38,7 +38,9 @@ from inforeg.model import EncoderConfig, InputSpec, ModelConfig, MultimodalModel
 from inforeg.regulators import build_regulator
 
 UPDATES = ("inforeg", "ogm_ge", "stat")
-BYTES_PER_ELEMENT = {"inforeg": 16, "ogm_ge": 8, "stat": 4}
+# bytes each element must move: pulled (read g, w, anchor; write g), scaled (read, write g),
+# statistic only (read g)
+PULLED, SCALED, STAT_ONLY = 16, 8, 4
 SYNTHETIC_NAMES = ("audio", "video", "text")
 
 
@@ -69,6 +71,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="inforeg",
         help="inforeg: pull to the anchor; ogm_ge: scale + GE noise; stat: trace only",
     )
+    p.add_argument(
+        "--regulated",
+        type=int,
+        default=None,
+        help="inforeg: how many encoders are pulled (the first ones in head order); "
+        "default: all but the weakest, the paper's rule (1 of 2 as the official "
+        "code's step); the others only feed the trace statistic",
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--repeat", type=int, default=20, help="timed calls per implementation")
     p.add_argument("--warmup", type=int, default=3)
@@ -92,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     if args.modalities < 1 or args.repeat < 1:
         print("regulator bench: --modalities and --repeat must be >= 1")
         return 2
+    modalities = args.modalities if synthetic else 2
+    regulated = max(1, modalities - 1) if args.regulated is None else args.regulated
+    if not 0 <= regulated <= modalities:
+        print(f"regulator bench: --regulated must be in 0..{modalities}")
+        return 2
     torch.manual_seed(0)
     model = (synthetic_model(args.params, args.modalities) if synthetic else resnet18_model()).to(
         device
@@ -105,7 +120,14 @@ def run(args: argparse.Namespace) -> int:
     def copy_fn() -> None:
         dst.copy_(src)
 
-    official = None if args.no_official else OfficialStyle(copy.deepcopy(model), lr=2e-3)
+    sizes = [sum(p.numel for p in groups.params if p.modality == m) for m in groups.modalities]
+    pulled = sum(sizes[:regulated]) if args.update == "inforeg" else 0
+    moved = {  # bytes the update must move
+        "inforeg": PULLED * pulled + STAT_ONLY * (n - pulled),
+        "ogm_ge": SCALED * n,
+        "stat": STAT_ONLY * n,
+    }[args.update]
+    official = None if args.no_official else OfficialStyle(copy.deepcopy(model), 2e-3, regulated)
     step_ms = loss_overhead_ms = None
     if not synthetic and not args.no_step:
         step_ms, loss_overhead_ms = train_step_ms(model, args.batch, args.step_repeat)
@@ -116,14 +138,14 @@ def run(args: argparse.Namespace) -> int:
         # on a shared machine hits all three alike and their ratios stay meaningful
         fns: dict[str, Callable[[], object]] = {
             "copy": copy_fn,
-            "impl": update_call(model, impl, args.update, args.chunk),
+            "impl": update_call(model, impl, args.update, args.chunk, regulated),
         }
         if official is not None:
             fns["official"] = official.step
         med = interleaved_ms(fns, args.repeat, args.warmup, device)
         ms, copy_ms = med["impl"], med["copy"]
         copy_gbps = 8 * n / copy_ms / 1e6
-        gbps = BYTES_PER_ELEMENT[args.update] * n / ms / 1e6
+        gbps = moved / ms / 1e6
         official_ms = med.get("official")
         row: dict[str, Any] = {
             "impl": impl,
@@ -143,13 +165,21 @@ def run(args: argparse.Namespace) -> int:
 
     where = "CUDA " + torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     what = f"{args.modalities} synthetic encoders" if synthetic else "two ResNet-18 encoders"
+    pulls = f" ({regulated} of {modalities} encoders pulled)" if args.update == "inforeg" else ""
     print(
-        f"regulator bench: {what}, {n:,} encoder parameters, update={args.update}, {where}, "
-        f"{torch.get_num_threads()} threads"
+        f"regulator bench: {what}, {n:,} encoder parameters, update={args.update}{pulls}, "
+        f"{where}, {torch.get_num_threads()} threads"
     )
     print(
+        f"  GB/s = the bytes the update must move ({moved / 1e6:.0f} MB: read g, w, anchor and "
+        "write g where pulled; read g elsewhere, for the trace) per second\n"
         "  copy = same-size dst.copy_(src); official = the official code's per-step gradient "
-        "work; each row's three timings interleaved (medians)"
+        "work; "
+        + (
+            "timed in batches between syncs"
+            if device.type == "cuda"
+            else "each row's three timings interleaved (medians)"
+        )
     )
     if step_ms is not None:
         print(
@@ -166,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
                 "params": n,
                 "modalities": groups.num_modalities,
                 "update": args.update,
+                "regulated": regulated if args.update == "inforeg" else None,
+                "bytes_moved": moved,
                 "loss_overhead_ms": loss_overhead_ms,
                 "threads": torch.get_num_threads(),
                 "results": rows,
@@ -248,7 +280,7 @@ def interleaved_ms(
 
 
 def update_call(
-    model: MultimodalModel, impl: str, update_kind: str, chunk: int
+    model: MultimodalModel, impl: str, update_kind: str, chunk: int, regulated: int
 ) -> Callable[[], object]:
     """One implementation's call on a private copy of the model with random gradients."""
     m = copy.deepcopy(model)
@@ -265,7 +297,8 @@ def update_call(
             p.add_(torch.randn(p.shape, generator=gen, device=device), alpha=1e-4)
     mod = groups.num_modalities
     if update_kind == "inforeg":
-        update = GradientUpdate(alpha=torch.full((mod,), 1.2, device=device), stat="paper")
+        alpha = torch.tensor([1.2] * regulated + [0.0] * (mod - regulated), device=device)
+        update = GradientUpdate(alpha=alpha, stat="paper")
     elif update_kind == "ogm_ge":
         std = torch.full((len(groups.params),), 1e-3, device=device)
         update = GradientUpdate(
@@ -311,9 +344,10 @@ class OfficialStyle:
     time it: identity scans, per-layer Fisher accumulators, per-parameter norms with ``.item()``.
     """
 
-    def __init__(self, model: MultimodalModel, lr: float):
+    def __init__(self, model: MultimodalModel, lr: float, regulated: int):
         self.model = model
         self.lr = lr
+        self.regulated = regulated
         self.anchor = copy.deepcopy(model)  # the code's per-epoch deepcopy (not timed)
         self.encoders = list(model.encoders.values())
         for p in model.parameters():
@@ -335,7 +369,8 @@ class OfficialStyle:
 
     @torch.no_grad()
     def step(self) -> None:
-        coefs = [self.beta] + [0.0] * (len(self.encoders) - 1)  # stronger regulated, others 0
+        # the code's beta for the regulated encoder(s), its 0 for the others (still computed)
+        coefs = [self.beta] * self.regulated + [0.0] * (len(self.encoders) - self.regulated)
         for p, q in zip(self.model.parameters(), self.anchor.parameters(), strict=True):
             for enc, coef in zip(self.encoders, coefs, strict=True):
                 if p.requires_grad and any(p is x for x in enc.parameters()):  # identity scan
