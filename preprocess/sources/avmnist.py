@@ -207,6 +207,7 @@ def avmnist_manifest(source: Path, out: Path, cfg: AVMNISTConfig, workers: int =
     rows: list[ManifestRow] = []
     tasks: list[tuple[Path, np.ndarray, int, int]] = []
     counts: dict[str, dict[str, int]] = {}
+    images_used: dict[str, list[int]] = {}
     for digit in range(10):
         val_need = sum(r[0] == digit for r in chosen["val"]) * cfg.samples_per_recording
         members = np.flatnonzero(labels["train"] == digit)
@@ -233,6 +234,7 @@ def avmnist_manifest(source: Path, out: Path, cfg: AVMNISTConfig, workers: int =
                     sample_id = f"{digit}_{speaker}_{take}" + (
                         f"_{r}" if cfg.samples_per_recording > 1 else ""
                     )
+                    images_used[sample_id] = picks
                     video = Path("media") / split / f"{sample_id}.mp4"
                     tasks.append((out / video, frames, cfg.clip_fps, cfg.qp))
                     rows.append(
@@ -261,6 +263,8 @@ def avmnist_manifest(source: Path, out: Path, cfg: AVMNISTConfig, workers: int =
         "checked_files": checked,
         "samples": {s: sum(c.values()) for s, c in counts.items()},
         "per_class": counts,
+        "mnist_images": images_used,
+        "mnist_images_note": "sample id -> MNIST indices (its test set for test samples, else train)",
     }
     (out / "avmnist.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return write_manifest(out / "manifest.csv", rows)
