@@ -264,7 +264,7 @@ def avmnist_manifest(source: Path, out: Path, cfg: AVMNISTConfig, workers: int =
         "samples": {s: sum(c.values()) for s, c in counts.items()},
         "per_class": counts,
         "mnist_images": images_used,
-        "mnist_images_note": "sample id -> MNIST indices (its test set for test samples, else train)",
+        "mnist_images_note": "sample id -> MNIST indices (test set for test samples, else train)",
     }
     (out / "avmnist.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return write_manifest(out / "manifest.csv", rows)

@@ -85,7 +85,7 @@ def test_kinetics_sounds_lists_use_the_videos_audio_track(tmp_path: Path) -> Non
     root = tmp_path / "ks"
     rng = np.random.default_rng(1)
     names = {"train": ["a/clip1.mp4", "b/clip2.mp4", "a/clip3.mp4"], "test": ["b/clip4"]}
-    for split, clips in names.items():
+    for clips in names.values():
         for clip in clips:
             path = root / (clip if clip.endswith(".mp4") else clip + ".mp4")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,19 +95,39 @@ def test_kinetics_sounds_lists_use_the_videos_audio_track(tmp_path: Path) -> Non
     for split, clips in names.items():
         lists[split] = tmp_path / f"{split}.txt"
         # OGM-GE's three-column form for train, two columns for test
-        rows = [f"{c},10,{c.split('/')[0]}" if split == "train" else f"{c},{c.split('/')[0]}"
-                for c in clips]
+        rows = [
+            f"{c},10,{c.split('/')[0]}" if split == "train" else f"{c},{c.split('/')[0]}"
+            for c in clips
+        ]
         lists[split].write_text("\n".join(rows) + "\n")
     out = tmp_path / "manifest"
-    args = ["manifest", "kinetics-sounds", "--root", str(root), "--train-list",
-            str(lists["train"]), "--test-list", str(lists["test"]), "--out", str(out)]
+    args = [
+        "manifest",
+        "kinetics-sounds",
+        "--root",
+        str(root),
+        "--train-list",
+        str(lists["train"]),
+        "--test-list",
+        str(lists["test"]),
+        "--out",
+        str(out),
+    ]
     assert preprocess_main(args) == 0
     manifest = read_manifest(out / "manifest.csv")
     assert [r.id for r in manifest.rows] == ["a/clip1", "b/clip2", "a/clip3", "b/clip4"]
     assert all(r.audio == r.video for r in manifest.rows)
     data = tmp_path / "data"
-    build = ["build", "--manifest", str(out / "manifest.csv"), "--out", str(data), *QUICK_BUILD,
-             "--formats", "dali,frames"]
+    build = [
+        "build",
+        "--manifest",
+        str(out / "manifest.csv"),
+        "--out",
+        str(data),
+        *QUICK_BUILD,
+        "--formats",
+        "dali,frames",
+    ]
     assert preprocess_main(build) == 0
     info = load_dataset_info(data)
     assert (info.splits["train"].samples, info.splits["test"].samples) == (3, 1)
@@ -116,13 +136,24 @@ def test_kinetics_sounds_lists_use_the_videos_audio_track(tmp_path: Path) -> Non
     assert all(e["folder"].startswith("train/~") and e["wav"] for e in entries)
 
 
-def test_kinetics_list_errors_name_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                            ) -> None:
+def test_kinetics_list_errors_name_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "root").mkdir()
     bad = tmp_path / "train.txt"
     bad.write_text("a.mp4,x\njust-one-cell\n")
-    args = ["manifest", "kinetics-sounds", "--root", str(tmp_path / "root"), "--train-list",
-            str(bad), "--test-list", str(bad), "--out", str(tmp_path / "o")]
+    args = [
+        "manifest",
+        "kinetics-sounds",
+        "--root",
+        str(tmp_path / "root"),
+        "--train-list",
+        str(bad),
+        "--test-list",
+        str(bad),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert preprocess_main(args) == 2
     assert "train.txt:2" in capsys.readouterr().err
 
@@ -131,8 +162,20 @@ def test_kinetics_list_errors_name_the_line(tmp_path: Path, capsys: pytest.Captu
 @pytest.mark.timeout(300)
 def test_avmnist_manifest_and_build_counts_match_the_splits(tmp_path: Path) -> None:
     out = tmp_path / "avmnist"
-    args = ["manifest", "avmnist", "--source", str(SHARED_DATA), "--out", str(out),
-            "--max-per-digit", "3", "--val-takes", "5", "--workers", "2"]
+    args = [
+        "manifest",
+        "avmnist",
+        "--source",
+        str(SHARED_DATA),
+        "--out",
+        str(out),
+        "--max-per-digit",
+        "3",
+        "--val-takes",
+        "5",
+        "--workers",
+        "2",
+    ]
     assert preprocess_main(args) == 0
     manifest = read_manifest(out / "manifest.csv")
     meta = json.loads((out / "avmnist.json").read_text())
@@ -150,8 +193,16 @@ def test_avmnist_manifest_and_build_counts_match_the_splits(tmp_path: Path) -> N
     assert all(len(set(images[r.id])) == 3 for r in manifest.rows)
 
     data = tmp_path / "data"
-    build = ["build", "--manifest", str(out / "manifest.csv"), "--out", str(data),
-             "--formats", "ffcv,dali,frames", *QUICK_BUILD]
+    build = [
+        "build",
+        "--manifest",
+        str(out / "manifest.csv"),
+        "--out",
+        str(data),
+        "--formats",
+        "ffcv,dali,frames",
+        *QUICK_BUILD,
+    ]
     assert preprocess_main(build) == 0
     info = load_dataset_info(data)
     assert {s: info.splits[s].samples for s in info.splits} == meta["samples"]
@@ -189,5 +240,5 @@ def test_pca_energy_removal_removes_that_share_of_the_variance() -> None:
     kept = (flat - mean) @ projection
     share = kept.var(axis=0).sum() / (flat - mean).var(axis=0).sum()
     assert 0.25 <= share < 0.30  # the leading components up to 25% of the variance (and one more)
-    mean0, identity = pca_degrade(images, 0.0)
+    _, identity = pca_degrade(images, 0.0)
     assert np.allclose(identity, np.eye(784))
