@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "inforeg.bench",
         "the fused regulator pass vs a memory copy and the official code",
     ),
+    "train": ("launch.train_bench", "training samples/s and the loader's share, per pipeline"),
 }
 
 
