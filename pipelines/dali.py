@@ -357,6 +357,11 @@ class DaliLoader:
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"device {spec.device!r}: the DALI loader runs on cpu or cuda")
         n, per_step = self.shards.samples, spec.world_size * spec.batch_size
+        if n < spec.world_size:
+            raise ValueError(
+                f"world_size {spec.world_size} exceeds the split's {n} samples: DALI's reader "
+                "gives every rank at least one sample"
+            )
         if spec.train and n < per_step:
             raise ValueError(
                 f"batch_size {spec.batch_size} x world_size {spec.world_size} exceeds the split's "

@@ -321,3 +321,36 @@ def test_dataset_without_video_yields_no_video(tmp_path: Path) -> None:
     batches = epoch(loader)
     assert sorted(indices(batches)) == list(range(n))
     assert set(batches[0]) == {"audio", "text", "text_mask", "label", "index"}
+
+
+def test_more_ranks_than_samples_in_eval(data: Path) -> None:
+    """DALI's reader needs a sample per rank: refused when built, with the reason."""
+    n = load_dataset_info(data).splits["val"].samples
+    with pytest.raises(ValueError, match=rf"world_size {n + 1} exceeds the split's {n} samples"):
+        DaliLoader(spec(data, split="val", train=False, world_size=n + 1, rank=0))
+    seen = []
+    for rank in range(n):
+        loader = DaliLoader(spec(data, split="val", train=False, world_size=n, rank=rank))
+        seen += indices(epoch(loader))
+    assert sorted(seen) == list(range(n))
+
+
+@pytest.mark.timeout(60)
+def test_a_stalled_pipeline_times_out(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch not ready within timeout_s is an error, not a hang."""
+    import time
+
+    from pipelines import dali
+
+    slow_call = dali.SlotParams.__call__
+
+    def stalled(self: dali.SlotParams, *args: object) -> object:
+        time.sleep(3.0)
+        return slow_call(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dali.SlotParams, "__call__", stalled)
+    loader = DaliLoader(spec(data, split="val", train=False, timeout_s=0.5))
+    start = time.perf_counter()
+    with pytest.raises(TimeoutError, match=r"batch 0 of epoch 0 .* not ready after 0\.5 s"):
+        next(iter(loader))
+    assert time.perf_counter() - start < 2.5
