@@ -24,18 +24,18 @@ trap cleanup EXIT
 # record NAME STATUS FIGURE
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; printf '%-26s %-5s %s\n' "$1" "$2" "$3"; }
 
-# run_check NAME FUNCTION: the function (exported, run in its own bash under the time limit)
-# prints a last line "STATUS<TAB>FIGURE".
+# run_check NAME FUNCTION [LIMIT]: the function (exported, run in its own bash under the time
+# limit) prints a last line "STATUS<TAB>FIGURE".
 export PYTHON BIN WORK DATA
 run_check() {
-    local name=$1 func=$2
+    local name=$1 func=$2 limit=${3:-$LIMIT}
     local log="$WORK/$name.log" line status figure rc
     export -f "${func?}"
-    timeout --kill-after=10 "$LIMIT" bash -c "$func" >"$log" 2>&1
+    timeout --kill-after=10 "$limit" bash -c "$func" >"$log" 2>&1
     rc=$?
     line=$(grep -E $'^(PASS|FAIL|SKIP)\t' "$log" | tail -n 1)
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-        record "$name" FAIL "timed out after ${LIMIT}s (log: $log)"
+        record "$name" FAIL "timed out after ${limit}s (log: $log)"
     elif [[ -n "$line" ]]; then
         status=${line%%$'\t'*}; figure=${line#*$'\t'}
         [[ $rc -ne 0 && "$status" == PASS ]] && status=FAIL figure="$figure; exit $rc"
@@ -172,7 +172,7 @@ gpu_tests() {
     elif [[ $rc -eq 5 ]]; then printf 'SKIP\tno gpu-marked tests collected\n'
     else printf 'FAIL\t%s (log: %s)\n' "$summary" "$log"; fi
 }
-run_check pytest-gpu gpu_tests
+run_check pytest-gpu gpu_tests $((2 * LIMIT))
 
 # --- 6. the regulator's Triton kernel: bandwidth vs a device-to-device copy ----------------------
 # `flat` on CUDA is one Triton launch (update + per-modality reduction); target: >= 70% of the
