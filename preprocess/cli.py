@@ -149,18 +149,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_build(sub: argparse._SubParsersAction) -> None:
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    """The options shared by `build` and `bench` (everything that shapes the output)."""
     defaults = BuildOptions()
     f = defaults.audio_features
-    p = sub.add_parser(
-        "build",
-        help="process a manifest into FFCV / DALI / frames outputs (parallel, resumable)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
     p.add_argument("--manifest", required=True, help="manifest CSV")
-    p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--formats", default=",".join(defaults.formats), help="any of ffcv,dali,frames")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     p.add_argument("--fps", type=float, default=defaults.fps, help="video frames kept per second")
     p.add_argument("--max-frames", type=int, default=defaults.max_frames, help="cap per clip")
     p.add_argument("--min-frames", type=int, default=defaults.min_frames, help="fewer = error")
@@ -189,6 +183,17 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--win-length", type=int, default=None, help="default: n_fft")
     p.add_argument("--n-mels", type=int, default=128, help="with --audio-features log_mel")
     p.add_argument("--classes", default=None, help="comma-separated class list (default: labels)")
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build",
+        help="process a manifest into FFCV / DALI / frames outputs (parallel, resumable)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_build_options(p)
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     p.add_argument(
         "--max-error-rate",
         type=float,
@@ -199,6 +204,30 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-staging", action="store_true", help="keep DIR/.staging after success")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_build)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from preprocess.bench import format_table, run_bench
+
+    options = _build_options(args)
+    workers = [int(w) for w in _csv_list(args.workers)]
+    if not workers or min(workers) < 1:
+        raise ValueError(f"--workers must list counts >= 1, got {args.workers!r}")
+    rows = run_bench(Path(args.manifest), options, workers, Path(args.json) if args.json else None)
+    print(format_table(rows))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="build throughput (clips/s) at several worker counts",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_build_options(p)
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.set_defaults(func=_cmd_bench)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -328,6 +357,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_build,
     _add_verify,
     _add_manifest,
+    _add_bench,
 )
 
 

@@ -314,3 +314,16 @@ def test_a_finished_folder_is_not_overwritten_by_another_build(
     assert preprocess_main([*args, "--overwrite"]) == 0
     assert load_dataset_info(out).options.jpeg_quality == 70
     assert verify(out) == []
+
+
+def test_bench_prints_throughput_per_worker_count(
+    synth_raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    figures = tmp_path / "bench.json"
+    args = ["bench", "--manifest", str(synth_raw), "--workers", "1", "--frame-size", "32"]
+    assert preprocess_main([*args, "--json", str(figures)]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].startswith("workers  clips  process_s  clips/s")
+    (row,) = json.loads(figures.read_text())
+    assert row["workers"] == 1 and row["clips"] == 24 and row["clips_per_s"] > 0
+    assert 0 < row["utilisation"] <= 1.5
