@@ -10,8 +10,8 @@ does no more than the peers and nothing slower; its frame choice, crops and flip
 
 Deliberate differences from the peers' code: the K frames are those the contract chooses (the
 peers' `image_samples[i]` takes the first K of an unsorted `os.listdir`), the resampler is
-band-limited FFT resampling (librosa's `res_type="fft"`; the peers' default is soxr), and the
-batch layout is the contract's (B, K, 3, H, W).
+FFmpeg's (the build's; the peers' librosa uses soxr), and the batch layout is the contract's
+(B, K, 3, H, W).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import wave
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import av
 import numpy as np
 import torch
 from PIL import Image
@@ -58,25 +59,22 @@ FRAMES_DIR = "frames"
 
 
 def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """float (N,) at `orig_sr` -> float32 (ceil(N * new_sr / orig_sr),) at `new_sr`.
+    """float (N,) at `orig_sr` -> float32 (about N * new_sr / orig_sr,) at `new_sr`.
 
-    Band-limited resampling in the frequency domain (what `scipy.signal.resample` and librosa's
-    `res_type="fft"` do): the spectrum is cut or zero-extended, so no frequency above the lower
-    Nyquist survives; the clip is treated as periodic. Two FFTs, ~1 ms for 3 s of audio.
+    FFmpeg's resampler (swr, through PyAV) with its defaults: the one `inforeg-preprocess build`
+    used for the stored PCM, so the reference's audio matches the other loaders' as closely as the
+    frames format's re-quantised wav allows (the peers use librosa's soxr; any band-limited
+    resampler is equivalent for them). A few milliseconds for 3 s of audio.
     """
     if orig_sr == new_sr:
         return x.astype(np.float32, copy=False)
-    n = x.size
-    n_out = -(-n * new_sr // orig_sr)
-    spectrum = np.fft.rfft(x.astype(np.float64))
-    out = np.zeros(n_out // 2 + 1, dtype=np.complex128)
-    keep = min(spectrum.size, out.size)
-    out[:keep] = spectrum[:keep]
-    if n_out > n and n % 2 == 0:
-        out[n // 2] *= 0.5  # the input's Nyquist bin is split between +/- frequencies
-    elif n_out < n and n_out % 2 == 0:
-        out[n_out // 2] = 0.0  # no energy exactly at the new Nyquist (it would alias)
-    return (np.fft.irfft(out, n_out) * (n_out / n)).astype(np.float32)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=new_sr)
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(x, dtype=np.float32)[None, :], format="flt", layout="mono"
+    )
+    frame.sample_rate = orig_sr
+    chunks = [*resampler.resample(frame), *resampler.resample(None)]
+    return np.concatenate([c.to_ndarray().reshape(-1) for c in chunks]).astype(np.float32)
 
 
 def fit_length(x: np.ndarray, length: int) -> np.ndarray:
