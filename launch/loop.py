@@ -19,7 +19,7 @@ from torch import Tensor
 
 from inforeg.functional import unimodal_logits
 from inforeg.metrics import confusion_matrix, summarize
-from inforeg.model import MultimodalModel
+from inforeg.model import ModelOutput, MultimodalModel
 from launch import checkpoint
 from launch.config import TrainConfig, lr_at
 from launch.distributed import DistInfo
@@ -92,6 +92,13 @@ class Trainer:
         self.window = Window()
         self.best_acc = -math.inf
         self.log: RunLog | None = None
+        self.compute_dtype = (
+            torch.bfloat16
+            if engine.bfloat16_enabled()
+            else torch.float16
+            if engine.fp16_enabled()
+            else torch.float32
+        )
 
     # ----- checkpoints -------------------------------------------------------------------
     def trainer_state(self) -> dict[str, Any]:
@@ -155,8 +162,22 @@ class Trainer:
                 f"good checkpoint is kept in {self.ckpt_root}"
             )
 
+    def cast(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Floating inputs in the engine's compute dtype (bf16/fp16 runs keep fp32 batches)."""
+        if self.compute_dtype == torch.float32:
+            return batch
+        return {
+            k: v.to(self.compute_dtype) if v.is_floating_point() else v for k, v in batch.items()
+        }
+
+    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+        out: ModelOutput = self.engine(self.cast(batch))
+        if out.logits.dtype != torch.float32:  # the losses and scores in fp32
+            out = ModelOutput(logits=out.logits.float(), features=out.features)
+        return out
+
     def train_step(self, batch: dict[str, Tensor]) -> None:
-        out = self.engine(batch)
+        out = self.forward(batch)
         loss = self.regulator.loss(out, batch["label"])  # joint (+ unimodal) CE; scores on device
         self.engine.backward(loss)
         self.engine.step()  # the regulator's fused pass runs in the pre-step hook
@@ -239,7 +260,7 @@ class Trainer:
             return
         floats = [b for b in self.model.buffers() if b.is_floating_point()]
         if floats:
-            flat = torch.cat([b.reshape(-1) for b in floats])
+            flat = torch.cat([b.reshape(-1).float() for b in floats])
             dist.all_reduce(flat)
             flat /= self.dist.world_size
             offset = 0
@@ -256,7 +277,7 @@ class Trainer:
         joint = torch.zeros(n, n, dtype=torch.int64, device=device)
         per_modality = {m: torch.zeros_like(joint) for m in self.modalities}
         for batch in self.data.eval:
-            out = self.model(batch)
+            out = self.forward(batch)
             labels = batch["label"]
             joint += confusion_matrix(out.logits, labels, n)
             for m, logits in unimodal_logits(out.features, self.head).items():

@@ -135,6 +135,13 @@ def build_session(
     optimizer = build_optimizer(model, cfg.optim)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
 
+    if engine.bfloat16_enabled() or engine.fp16_enabled():
+        # DeepSpeed casts parameters only; BatchNorm needs its running statistics in the same
+        # dtype as its input and weights (on CPU at least), so the buffers follow.
+        dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float16
+        for buffer in model.buffers():
+            if buffer.is_floating_point():
+                buffer.data = buffer.data.to(dtype)
     groups = ModalityGroups.from_model(model)
     views, flat_by_id = gradient_views(engine, model, groups)
     regulator: Regulator = build_regulator(cfg.regulator, groups, views, model.head)

@@ -61,9 +61,10 @@ def train_args(shards: Path, out: Path, *overrides: str) -> list[str]:
 def run_deepspeed(
     args: Sequence[str], nproc: int = 2, zero: str = "zero0", timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
+    """`deepspeed --num_gpus nproc launch/train.py`; `zero`: fragment names, e.g. "zero2,bf16"."""
+    fragments = ",".join(str(ROOT / "deepspeed_configs" / f"{z}.json") for z in zero.split(","))
     cmd = [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(free_port())]
-    cmd += [str(ROOT / "launch" / "train.py"), "--deepspeed_config"]
-    cmd += [str(ROOT / "deepspeed_configs" / f"{zero}.json"), *args]
+    cmd += [str(ROOT / "launch" / "train.py"), "--deepspeed_config", fragments, *args]
     return subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=clean_env()
     )

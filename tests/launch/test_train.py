@@ -61,13 +61,15 @@ def test_zero_stages_give_the_same_parameters(tiny_shards: Path, tmp_path: Path)
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("method", ["joint", "ogm_ge"])
-def test_baselines_on_two_ranks_with_zero2(tiny_shards: Path, tmp_path: Path, method: str) -> None:
+@pytest.mark.parametrize(("method", "zero"), [("joint", "zero2,bf16"), ("ogm_ge", "zero2")])
+def test_baselines_on_two_ranks_with_zero2(
+    tiny_shards: Path, tmp_path: Path, method: str, zero: str
+) -> None:
     out = tmp_path / method
     records = assert_ok(
         run_deepspeed(
             [*train_args(tiny_shards, out, f"regulator.name={method}"), "run.epochs=2"],
-            zero="zero2",
+            zero=zero,
         ),
         out,
     )
