@@ -17,11 +17,6 @@ from pipelines.ffcv import FFCVLoader, LoaderError, _GuardedEpoch
 from preprocess.ffcv_fields import CUSTOM_FIELDS
 from preprocess.schema import ffcv_file, load_dataset_info
 
-# FFCV's memory managers mutate shared numba array types (`t.mutable = False`), so numba's
-# dispatcher finalizer raises KeyError when a collected loader's compiled functions are freed.
-# Harmless (a loader lives as long as its trainer); tests free many loaders.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 
 def spec(root: Path, **kw: object) -> LoaderSpec:
     args: dict[str, object] = {"split": "test", "train": False, "batch_size": 4, "frames": 3}

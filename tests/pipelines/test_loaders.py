@@ -14,9 +14,6 @@ from pipelines.contract import Batch, Loader, LoaderSpec, spec_order
 from preprocess.schema import load_dataset_info
 
 PIPES = sorted(PIPELINES)
-# FFCV mutates shared numba types; freeing a loader's compiled functions then raises KeyError in
-# numba's finalizer (harmless: a trainer's loader lives as long as the process). See test_ffcv.py.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 SIZE, K, B = 64, 3, 4
 
 
