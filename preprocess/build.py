@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -607,12 +608,20 @@ def _assemble(
         part.append(_Item(id=row.id, label=label_of[row.label], index=len(part), text=text))
 
     tasks = _plan_outputs(out, stage, config, options, modalities, items_by_split, summaries)
+    # The FFCV files are written here, one after the other, while the pool writes the shards:
+    # importing FFCV costs seconds of CPU per process (numba compiles at import), so one process
+    # pays it, not every worker.
+    in_pool = [t for t in tasks if pool is not None and t.kind != "ffcv"]
+    here = [t for t in tasks if pool is None or t.kind == "ffcv"]
     files: dict[str, FileDigest] = {}
     skipped = 0
     with _bar(settings, len(tasks), "write", "file") as bar:
-        for digests, was_complete in _parallel_map(_write_output, tasks, pool, bar):
+        # imap_unordered hands the tasks to the workers at once; the results are read afterwards.
+        pending = pool.imap_unordered(_write_output, in_pool) if in_pool else iter(())
+        for digests, was_complete in itertools.chain(map(_write_output, here), pending):
             files.update(digests)
             skipped += was_complete
+            bar.update(1)
     if skipped:
         tqdm.write(f"build: {skipped} output(s) already complete and verified, kept")
 
