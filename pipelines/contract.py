@@ -499,7 +499,7 @@ def audio_features(wave: torch.Tensor, features: AudioFeatures, sample_rate: int
             features.f_max if features.f_max is not None else sample_rate / 2,
         ).to(x.device)
         spec = torch.einsum("bft,fm->bmt", spec.square(), fb)
-    return torch.log(spec + features.eps).unsqueeze(1)
+    return spec.add_(features.eps).log_().unsqueeze(1)  # in place: spec is ours
 
 
 def _column(t: torch.Tensor, batch: int, name: str) -> torch.Tensor:

@@ -46,7 +46,13 @@ from pipelines.contract import (
     spec_order,
     video_params,
 )
-from pipelines.ffcv_decoders import STATUS_OK, STATUS_TEXT, KFramesDecoder, epoch_metadata
+from pipelines.ffcv_decoders import (
+    STATUS_OK,
+    STATUS_TEXT,
+    KFramesDecoder,
+    epoch_metadata,
+    set_params,
+)
 from preprocess.ffcv_fields import CUSTOM_FIELDS
 from preprocess.schema import AUDIO, INDEX, LABEL, TEXT, VIDEO, DatasetInfo, load_dataset_info
 
@@ -276,23 +282,28 @@ class FFCVLoader:
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.cursor.load_state_dict(state)
 
-    def _metadata(self, epoch: int, order: np.ndarray) -> np.ndarray:
-        """The reader's metadata with this epoch's video parameters for `order`'s samples."""
+    def _metadata(self, epoch: int, order: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+        """The reader's metadata with this epoch's video parameters for `order`'s samples
+        (computed in chunks: the draws of a million samples would take gigabytes at once)."""
         metadata = self.base_metadata
         if self.video_column is None:
             return metadata
-        video = metadata[self.video_column][order]
-        params = video_params(
-            seed=self.spec.seed,
-            epoch=epoch,
-            indices=order,
-            frame_counts=video["frames"],
-            heights=video["height"],
-            widths=video["width"],
-            k=self.spec.frames,
-            train=self.spec.train,
-        )
-        return epoch_metadata(metadata, self.video_column, self.spec.frames, order, params)
+        out = epoch_metadata(metadata, self.video_column, self.spec.frames)
+        video = metadata[self.video_column]
+        for start in range(0, order.size, chunk):
+            part = order[start : start + chunk]
+            params = video_params(
+                seed=self.spec.seed,
+                epoch=epoch,
+                indices=part,
+                frame_counts=video["frames"][part],
+                heights=video["height"][part],
+                widths=video["width"][part],
+                k=self.spec.frames,
+                train=self.spec.train,
+            )
+            set_params(out, self.video_column, part, params)
+        return out
 
     def host_batches(self) -> Iterator[dict[str, np.ndarray]]:
         """The epoch's remaining batches as FFCV's host buffers (valid until the next one)."""

@@ -46,14 +46,9 @@ def epoch_dtype(frames_metadata: np.dtype, k: int) -> np.dtype:
     return np.dtype([(name, frames_metadata[name]) for name in frames_metadata.names or ()] + extra)
 
 
-def epoch_metadata(
-    metadata: np.ndarray, column: str, k: int, indices: np.ndarray, params: VideoParams
-) -> np.ndarray:
-    """A copy of the reader's metadata (all fields) with `column` (the video field) extended.
-
-    Rows `indices` carry `params` (row i of params = sample indices[i]); other rows stay zero and
-    are not read in this epoch.
-    """
+def epoch_metadata(metadata: np.ndarray, column: str, k: int) -> np.ndarray:
+    """A copy of the reader's metadata (all fields) with `column` (the video field) extended by
+    `epoch_dtype`; the choices are zero until `set_params` fills the rows an epoch reads."""
     video = metadata[column]
     names = metadata.dtype.names or ()
     dtype = np.dtype(
@@ -69,10 +64,15 @@ def epoch_metadata(
     ext = out[column]
     for name in video.dtype.names or ():
         ext[name] = video[name]
+    return out
+
+
+def set_params(metadata: np.ndarray, column: str, indices: np.ndarray, params: VideoParams) -> None:
+    """Rows `indices` of an `epoch_metadata` copy carry `params` (row i = sample indices[i])."""
+    ext = metadata[column]
     ext["choice"][indices] = params.frames
     ext["box"][indices] = params.boxes
     ext["flip"][indices] = params.flips
-    return out
 
 
 CV_8UC3, INTER_LINEAR = 16, 1
