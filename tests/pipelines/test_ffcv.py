@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ffcv.reader import Reader
 
 from pipelines import build_loader
-from pipelines.contract import LoaderSpec
+from pipelines.contract import LoaderSpec, spec_order
 from pipelines.ffcv import FFCVLoader, LoaderError, _GuardedEpoch
 from preprocess.ffcv_fields import CUSTOM_FIELDS
 from preprocess.schema import ffcv_file, load_dataset_info
@@ -136,3 +137,18 @@ def test_bad_input_is_named(dataset: Path, tmp_path: Path) -> None:
         FFCVLoader(spec(tmp_path, verify=False), load_dataset_info(tmp_path))
     with pytest.raises(ValueError, match="no full batch"):
         build_loader(spec(dataset, train=True, batch_size=64))
+
+
+@pytest.mark.timeout(300)
+def test_quasi_random_through_the_process_cache(dataset: Path) -> None:
+    """os_cache=False reads pages into the process (FFCV's ProcessCacheManager): the same batches
+    as through the OS cache; quasi_random follows the contract's page-grouped order."""
+    kw = {"split": "train", "train": True, "order": "quasi_random", "seed": 5}
+    own = build_loader(spec(dataset, os_cache=False, **kw))
+    mapped = build_loader(spec(dataset, os_cache=True, **kw))
+    assert isinstance(own, FFCVLoader)
+    a, b = list(own), list(mapped)
+    order = spec_order(own.spec, own.n, 0, groups=own.pages)
+    assert np.array_equal(np.concatenate([x["index"].numpy() for x in a]), order)
+    for x, y in zip(a, b, strict=True):
+        assert all(torch.equal(x[key], y[key]) for key in x)
