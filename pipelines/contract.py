@@ -83,7 +83,8 @@ class LoaderSpec:
     """FFCV: read through the OS page cache (mmap) rather than the process's own page cache."""
     finish: bool = True
     """False: yield the host batch before the device stage (uint8 (B, K, H, W, 3) frames, int16
-    (B, N) PCM, int32 text), for benchmarks. True: the contract above."""
+    (B, N) PCM, int32 text), for benchmarks; such a batch may be a view of the pipeline's buffers,
+    valid until the next batch is drawn. True: the contract above (always fresh tensors)."""
     verify: bool = True
     """Check the files read against dataset.json's sha256 before trusting their bytes."""
     timeout_s: float = 120.0

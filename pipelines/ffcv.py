@@ -322,23 +322,24 @@ class FFCVLoader:
             it.close()
 
     def __iter__(self) -> Iterator[Batch]:
-        pending: torch.cuda.Event | None = None
+        cuda = self.device.type == "cuda"
         for host in self.host_batches():
-            if pending is not None:
-                # the previous batch's copies are done before FFCV may reuse its buffers
-                pending.synchronize()
             tensors = {k: torch.from_numpy(v) for k, v in host.items()}
             if self.spec.finish:
                 batch = finish_batch(tensors, self.info, self.device)
-            else:
-                batch = {k: v.to(self.device, copy=True) for k, v in tensors.items()}
+            else:  # FFCV's buffers themselves on the host (see LoaderSpec.finish)
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
                 for key in (LABEL, INDEX):
                     batch[key] = batch[key].reshape(-1)
-            if self.device.type == "cuda":
-                pending = torch.cuda.Event()
-                pending.record()
+            copied = torch.cuda.Event() if cuda else None
+            if copied is not None:
+                copied.record()
             self.cursor.batches += 1
             yield batch
+            if copied is not None:
+                # Taking the next batch lets FFCV's thread refill this one's buffers: the
+                # host -> device copies from them must be done first (a host sync).
+                copied.synchronize()
 
 
 def build(spec: LoaderSpec) -> FFCVLoader:

@@ -13,7 +13,7 @@ import torch
 from ffcv.reader import Reader
 
 from pipelines import build_loader
-from pipelines.contract import LoaderSpec, spec_order
+from pipelines.contract import LoaderSpec, finish_batch, spec_order
 from pipelines.ffcv import FFCVLoader, LoaderError, _GuardedEpoch
 from preprocess.ffcv_fields import CUSTOM_FIELDS
 from preprocess.schema import ffcv_file, load_dataset_info
@@ -152,3 +152,16 @@ def test_quasi_random_through_the_process_cache(dataset: Path) -> None:
     assert np.array_equal(np.concatenate([x["index"].numpy() for x in a]), order)
     for x, y in zip(a, b, strict=True):
         assert all(torch.equal(x[key], y[key]) for key in x)
+
+
+@pytest.mark.timeout(300)
+def test_host_batches_are_what_the_device_stage_finishes(dataset: Path) -> None:
+    info = load_dataset_info(dataset)
+    host = build_loader(spec(dataset, finish=False))
+    full = list(build_loader(spec(dataset)))
+    for k, raw in enumerate(host):  # a host batch is valid until the next one is drawn
+        assert raw["video"].dtype == torch.uint8 and raw["video"].shape == (4, 3, 64, 64, 3)
+        assert raw["audio"].dtype == torch.int16 and raw["text"].dtype == torch.int32
+        finished = finish_batch(raw, info, "cpu")
+        assert finished.keys() == full[k].keys()
+        assert all(torch.equal(finished[key], full[k][key]) for key in finished)
