@@ -37,5 +37,12 @@ demo: setup
 	done
 	$(PY) -m launch.compare $(DEMO_DIR)/joint $(DEMO_DIR)/inforeg --plot $(DEMO_DIR)/information.png
 
+# The AV-MNIST study (docs/RESULTS.md): build AV-MNIST from ../shared/data, train every method of
+# configs/avmnist/ for 3 seeds (2 single-thread runs at a time), write the report. Finished runs
+# are skipped and interrupted ones resumed, so re-running regenerates the report from the same runs.
+.PHONY: study-avmnist
+study-avmnist: setup
+	$(PY) -m launch.study avmnist $(STUDY_ARGS)
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

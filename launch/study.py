@@ -1,0 +1,307 @@
+"""Run a study end to end: build its dataset, train its methods x seeds, write its report.
+
+    python -m launch.study avmnist [--seeds 3] [--parallel 2] [--out runs/study-avmnist]
+                                   [--epochs N] [--methods joint,inforeg] [--report-only]
+
+(`make study-avmnist`.) Steps, each skipped when already done so that re-running is cheap and a
+killed study continues where it stopped:
+
+1. data: the source folder is checked against its SHA256SUMS; the manifest is rendered unless
+   ``OUT/raw/avmnist.json`` records the same options; ``inforeg-preprocess build`` writes the
+   FFCV shards, or confirms (re-hashing them) that ``OUT/shards`` is up to date;
+2. runs: one single-process trainer per (method, seed), ``--parallel`` at a time with
+   ``run.threads=1`` (independent runs use the cores better than one run on several threads).
+   A run whose ``summary.json`` says it finished is skipped; any other run is started with
+   ``--resume auto`` (it continues from its latest complete checkpoint, if any). A run folder
+   holding another configuration stops the study rather than being overwritten;
+3. report: `launch.results` aggregates every run's ``metrics.jsonl``; `launch.results_doc` draws
+   the figures and writes the markdown (``docs/RESULTS.md``) and the small result files.
+
+Wall time and the machine's load average are recorded in ``OUT/study.json`` (one entry per
+invocation) and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launch.checkpoint import find_latest
+from launch.config import config_to_dict, load_config
+from launch.studies import STUDIES, Study
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "launch" / "train.py"
+
+
+class StudyError(RuntimeError):
+    """A study cannot go on (a run folder of another configuration, a failed build)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One training run of the study: a method's config with a seed, in its own folder."""
+
+    method: str
+    seed: int
+    config: Path
+    out_dir: Path
+    overrides: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/seed{self.seed}"
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        return [
+            python,
+            str(TRAIN),
+            "--config",
+            str(self.config),
+            "--resume",
+            "auto",
+            *list(self.overrides),
+        ]
+
+
+def plan(
+    study: Study,
+    out: Path,
+    seeds: int,
+    epochs: int | None = None,
+    methods: Sequence[str] | None = None,
+) -> list[RunSpec]:
+    """The study's runs, seed-major (every method of seed 0 first), so a study cut short still
+    has whole rows of seeds."""
+    keys = [m.key for m in study.methods]
+    chosen = list(methods) if methods else keys
+    unknown = sorted(set(chosen) - set(keys))
+    if unknown:
+        raise StudyError(f"--methods: unknown {unknown}; the {study.name} study has {keys}")
+    specs = []
+    for seed in range(seeds):
+        for key in (k for k in keys if k in chosen):
+            run_dir = out / "runs" / key / f"seed{seed}"
+            overrides = [
+                f"data.dir={out / 'shards'}",
+                f"run.seed={seed}",
+                f"regulator.noise_seed={seed}",
+                f"run.out_dir={run_dir}",
+            ]
+            if epochs is not None:
+                overrides.append(f"run.epochs={epochs}")
+            specs.append(
+                RunSpec(
+                    method=key,
+                    seed=seed,
+                    config=study.config_path(ROOT, key),
+                    out_dir=run_dir,
+                    overrides=tuple(overrides),
+                )
+            )
+    return specs
+
+
+def expected_config(spec: RunSpec) -> dict[str, Any]:
+    """The full configuration the trainer will write to the run's config.json."""
+    return config_to_dict(load_config(spec.config, spec.overrides))
+
+
+def run_state(spec: RunSpec, expected: dict[str, Any]) -> str:
+    """done (finished: skip), resume (a complete checkpoint to continue from) or new.
+
+    StudyError when the folder holds a run of another configuration: it is never overwritten."""
+    config_file = spec.out_dir / "config.json"
+    if config_file.is_file():
+        found = json.loads(config_file.read_text())
+        if found != expected:
+            differ = sorted(
+                k for k in set(found) | set(expected) if found.get(k) != expected.get(k)
+            )
+            raise StudyError(
+                f"{spec.out_dir} holds a run of another configuration (sections {differ} "
+                "differ); choose another --out or remove that folder"
+            )
+    summary_file = spec.out_dir / "summary.json"
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        if summary.get("exit_code") == 0 and summary.get("epochs") == expected["run"]["epochs"]:
+            return "done"
+    if find_latest(spec.out_dir / "checkpoints") is not None:
+        return "resume"
+    return "new"
+
+
+@dataclass
+class Session:
+    """What one invocation did, appended to OUT/study.json."""
+
+    parallel: int = 1
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    trained: dict[str, float] = field(default_factory=dict)
+    """run name -> its wall seconds."""
+    failed: dict[str, int] = field(default_factory=dict)
+    """run name -> exit code."""
+    skipped: list[str] = field(default_factory=list)
+    load_samples: list[float] = field(default_factory=list)
+    """1-minute load average, sampled every 30 s while runs trained."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["wall_s"] = self.finished - self.started
+        out["cpu_count"] = os.cpu_count()
+        out["platform"] = platform.platform()
+        if self.load_samples:
+            out["load_mean"] = sum(self.load_samples) / len(self.load_samples)
+            out["load_max"] = max(self.load_samples)
+        return out
+
+
+def run_all(
+    specs: Sequence[RunSpec],
+    parallel: int,
+    session: Session,
+    log: Callable[[str], None] = print,
+    python: str = sys.executable,
+) -> None:
+    """Train `specs` as subprocesses, `parallel` at a time; output to each run's train.log."""
+    pending = list(specs)
+    running: dict[str, tuple[RunSpec, subprocess.Popen[bytes], float, Any]] = {}
+    last_sample = 0.0
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                spec = pending.pop(0)
+                spec.out_dir.mkdir(parents=True, exist_ok=True)
+                out = (spec.out_dir / "train.log").open("ab")
+                proc = subprocess.Popen(spec.command(python), stdout=out, stderr=subprocess.STDOUT)
+                running[spec.name] = (spec, proc, time.perf_counter(), out)
+                log(f"study: started {spec.name} (pid {proc.pid})")
+            time.sleep(1.0)
+            if time.perf_counter() - last_sample >= 30.0:
+                session.load_samples.append(os.getloadavg()[0])
+                last_sample = time.perf_counter()
+            for name in list(running):
+                spec, proc, t0, out = running[name]
+                code = proc.poll()
+                if code is None:
+                    continue
+                out.close()
+                del running[name]
+                wall = time.perf_counter() - t0
+                if code == 0:
+                    session.trained[name] = wall
+                    log(f"study: finished {name} in {wall / 60:.1f} min")
+                else:
+                    session.failed[name] = code
+                    log(f"study: {name} FAILED (exit {code}); see {spec.out_dir / 'train.log'}")
+    finally:
+        # Interrupted (Ctrl-C, an error): stop our own children; their checkpoints stay, so
+        # the next invocation resumes them.
+        for _, proc, _, out in running.values():
+            proc.terminate()
+            proc.wait()
+            out.close()
+
+
+def record_session(out: Path, session: Session) -> list[dict[str, Any]]:
+    path = out / "study.json"
+    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+    sessions.append(session.to_json())
+    path.write_text(json.dumps({"sessions": sessions}, indent=1) + "\n")
+    return list(sessions)
+
+
+def shell(cmd: Sequence[str]) -> str:
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def build_dataset(study: Study, source: Path, out: Path, log: Callable[[str], None]) -> None:
+    """Check the source, render the manifest unless current, build (or confirm) the shards."""
+    checked = study.verify_source(source)
+    log(f"study: {source}: {checked} files match SHA256SUMS")
+    raw, shards = out / "raw", out / "shards"
+    commands = []
+    if study.manifest_current(raw):
+        log(f"study: {raw / 'manifest.csv'} is current (same options); not re-rendered")
+    else:
+        commands.append(study.manifest_command(source, raw))
+    commands.append(study.build_command(raw, shards))
+    for args in commands:
+        cmd = [sys.executable, "-m", "preprocess.cli", *args]
+        log(f"study: inforeg-preprocess {shell(args)}")
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            raise StudyError(f"inforeg-preprocess {args[0]} failed: {shell(args)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("study", choices=sorted(STUDIES))
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method")
+    p.add_argument("--parallel", type=int, default=2, help="runs trained at the same time")
+    p.add_argument("--out", type=Path, default=None, help="default runs/study-<study>")
+    p.add_argument("--source", type=Path, default=Path("../shared/data"))
+    p.add_argument("--epochs", type=int, default=None, help="override run.epochs")
+    p.add_argument("--methods", default="", help="comma-separated subset (default: all)")
+    p.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"))
+    p.add_argument("--results-dir", type=Path, default=None, help="default docs/results/<study>")
+    p.add_argument("--report-only", action="store_true", help="no data build, no training")
+    args = p.parse_args(argv)
+    if args.seeds < 1 or args.parallel < 1:
+        p.error("--seeds and --parallel must be >= 1")
+    study = STUDIES[args.study]
+    out = args.out or Path(f"runs/study-{study.name}")
+    results_dir = args.results_dir or Path("docs/results") / study.name
+    methods = [m for m in args.methods.split(",") if m] or None
+
+    try:
+        specs = plan(study, out, args.seeds, args.epochs, methods)
+        states = {s.name: run_state(s, expected_config(s)) for s in specs}
+        todo = [s for s in specs if states[s.name] != "done"]
+        session = Session(
+            parallel=args.parallel, skipped=[s.name for s in specs if states[s.name] == "done"]
+        )
+        print(
+            f"study {study.name}: {len(specs)} runs, {len(specs) - len(todo)} finished, "
+            f"{sum(states[s.name] == 'resume' for s in todo)} to resume, "
+            f"{sum(states[s.name] == 'new' for s in todo)} to start; out {out}",
+            flush=True,
+        )
+        if todo and not args.report_only:
+            out.mkdir(parents=True, exist_ok=True)
+            build_dataset(study, args.source, out, lambda s: print(s, flush=True))
+            run_all(todo, args.parallel, session, lambda s: print(s, flush=True))
+            session.finished = time.time()
+            record_session(out, session)
+            if session.failed:
+                print(f"study: {len(session.failed)} run(s) failed: {sorted(session.failed)}")
+                return 1
+        missing = [s.name for s in specs if run_state(s, expected_config(s)) != "done"]
+        if missing:
+            print(f"study: not finished, no report: {missing}", file=sys.stderr)
+            return 1
+    except StudyError as e:
+        print(f"study: {e}", file=sys.stderr)
+        return 2
+
+    from launch.results_doc import write_study_report
+
+    paths = write_study_report(study, specs, out, args.report, results_dir, ROOT)
+    for path in paths:
+        print(f"study: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
