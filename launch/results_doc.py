@@ -36,6 +36,7 @@ from launch.results import (
     Stat,
     Z,
     aggregate,
+    compare,
     final_metrics,
     load_run,
     regulated_epochs,
@@ -253,6 +254,35 @@ def claims_list(claims: Sequence[Claim], labels: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def imbalance_text(
+    agg: Mapping[str, Mapping[str, Stat]],
+    modalities: Sequence[str],
+    references: Mapping[str, str],
+    labels: Mapping[str, str],
+    joint: str = "joint",
+) -> str:
+    """Each modality's branch under joint training against its encoder trained alone: the
+    imbalance the study relies on, measured rather than assumed."""
+    parts = []
+    for m in modalities:
+        ref = references.get(m)
+        if ref is None or joint not in agg or ref not in agg or f"acc.{m}" not in agg[ref]:
+            continue
+        a, b = agg[joint][f"acc.{m}"], agg[ref][f"acc.{m}"]
+        c = compare(b, a)
+        below = {"holds": "clearly below", "reversed": "above", "not shown": "not clearly below"}
+        parts.append(
+            f"the {m} branch reaches {pct(a)}% under joint training against {pct(b)}% for "
+            f"the {m} encoder alone ({below.get(c.verdict, c.verdict)} its unimodal potential: "
+            f"{100 * c.diff:+.2f} points, standard error {100 * c.se:.2f})"
+        )
+    if not parts:
+        return "Unimodal references were not run: the imbalance is not measured."
+    return "**Imbalance, measured.** " + "; ".join(parts) + ". (A branch of a jointly trained "
+    "head is not trained to classify alone, so every branch sits below its encoder trained "
+    "alone; the weaker the modality's share of the joint training, the larger the shortfall.)"
+
+
 def windows_table(
     groups: Mapping[str, list[Run]], methods: Sequence[Method], modalities: Sequence[str]
 ) -> str:
@@ -361,6 +391,8 @@ def render_markdown(
         f"otherwise. Here: {counts}.",
         "",
         claims_list(claims, labels),
+        "",
+        imbalance_text(agg, modalities, study.references, labels),
         "",
         "## Setup",
         "",
