@@ -278,9 +278,12 @@ def imbalance_text(
         )
     if not parts:
         return "Unimodal references were not run: the imbalance is not measured."
-    return "**Imbalance, measured.** " + "; ".join(parts) + ". (A branch of a jointly trained "
-    "head is not trained to classify alone, so every branch sits below its encoder trained "
-    "alone; the weaker the modality's share of the joint training, the larger the shortfall.)"
+    return (
+        "**Imbalance, measured.** "
+        + "; ".join(parts)
+        + ". (Neither branch of a jointly trained head is trained to classify on its own, so "
+        "some shortfall is expected for both; compare the two shortfalls.)"
+    )
 
 
 def windows_table(
