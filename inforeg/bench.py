@@ -80,6 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "code's step); the others only feed the trace statistic",
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for this run (default: torch's own choice)",
+    )
     p.add_argument("--repeat", type=int, default=20, help="timed calls per implementation")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="flat on CPU: piece size")
@@ -102,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     if args.modalities < 1 or args.repeat < 1:
         print("regulator bench: --modalities and --repeat must be >= 1")
         return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print("regulator bench: --threads must be >= 1")
+            return 2
+        torch.set_num_threads(args.threads)  # this process only, asked for on the command line
     modalities = args.modalities if synthetic else 2
     regulated = max(1, modalities - 1) if args.regulated is None else args.regulated
     if not 0 <= regulated <= modalities:
