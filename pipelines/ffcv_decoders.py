@@ -19,6 +19,7 @@ import ctypes
 from collections.abc import Callable
 from dataclasses import replace
 
+import numba
 import numpy as np
 from ffcv.libffcv import imdecode
 from ffcv.pipeline.allocation_query import AllocationQuery
@@ -150,6 +151,7 @@ class KFramesDecoder(Operation):
         u32 = Compiler.compile(_u32)
         copy_flipped = Compiler.compile(_copy_flipped)
         my_range = Compiler.get_iterator()
+        max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set at import
         k, size = self.k, self.size
         ok, bad_layout, bad_jpeg = STATUS_OK, STATUS_LAYOUT, STATUS_JPEG
 
@@ -162,8 +164,12 @@ class KFramesDecoder(Operation):
                 height, width = np.int64(field["height"]), np.int64(field["width"])
                 count = np.int64(field["frames"])
                 pixels = height * width * 3
-                frame = scratch[dst_ix, :pixels].reshape(height, width, 3)
-                resized = scratch[dst_ix, pixels : pixels + size * size * 3].reshape(size, size, 3)
+                # scratch per thread rather than per sample, so that it stays in the core's cache
+                # (thread ids are < NUMBA_NUM_THREADS; with fewer rows, one row per sample)
+                per_thread = scratch.shape[0] >= max_threads
+                slot_ix = np.int64(numba.get_thread_id()) if per_thread else np.int64(dst_ix)
+                frame = scratch[slot_ix, :pixels].reshape(height, width, 3)
+                resized = scratch[slot_ix, pixels : pixels + size * size * 3].reshape(size, size, 3)
                 base = 4 * (count + 2)
                 status = ok
                 if data.shape[0] < base or u32(data, np.int64(0)) != count:
@@ -178,32 +184,16 @@ class KFramesDecoder(Operation):
                         status = bad_layout
                         break
                     code = imdecode_c(
-                        data[start:end],
-                        frame,
-                        height,
-                        width,
-                        height,
-                        width,
-                        0,
-                        0,
-                        1,
-                        1,
-                        False,
-                        False,
-                    )
+                        data[start:end], frame, height, width, height, width, 0, 0, 1, 1,
+                        False, False,
+                    )  # fmt: skip
                     if code != 0:
                         status = bad_jpeg
                         break
                     top, left = np.int64(field["box"][slot, 0]), np.int64(field["box"][slot, 1])
                     h, w = np.int64(field["box"][slot, 2]), np.int64(field["box"][slot, 3])
-                    if (
-                        h < 1
-                        or w < 1
-                        or top < 0
-                        or left < 0
-                        or top + h > height
-                        or left + w > width
-                    ):
+                    inside = top >= 0 and left >= 0 and top + h <= height and left + w <= width
+                    if h < 1 or w < 1 or not inside:
                         status = bad_layout  # OpenCV would abort the process on such a box
                         break
                     out = resized if field["flip"][slot] else destination[dst_ix, slot]
