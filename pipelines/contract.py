@@ -443,32 +443,45 @@ def video_params(
 def normalize_video(
     frames: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W), contiguous: (x / 255 - mean) / std."""
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W), contiguous: (x / 255 - mean) / std.
+
+    Per-channel Python scalars, not a constants tensor: building one on a GPU would be a
+    synchronous host -> device copy every batch.
+    """
     dims = frames.dim()
     chw = frames.permute(*range(dims - 3), dims - 1, dims - 3, dims - 2)
     out = torch.empty(chw.shape, dtype=torch.float32, device=frames.device)
     out.copy_(chw)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=frames.device)
-    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=frames.device)
-    return out.mul_(scale[:, None, None]).sub_(shift[:, None, None])
+    for c, (m, s) in enumerate(zip(mean, std, strict=True)):
+        out.select(-3, c).mul_(1.0 / (255.0 * s)).sub_(m / s)
+    return out
 
 
 def mel_filterbank(
-    n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float
+    n_freqs: int,
+    n_mels: int,
+    sample_rate: int,
+    f_min: float,
+    f_max: float,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """float32 (n_freqs, n_mels): HTK-scale triangles, no normalisation (torchaudio's defaults)."""
+    """float32 (n_freqs, n_mels): HTK-scale triangles, no normalisation (torchaudio's defaults).
 
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        return 2595.0 * np.log10(1.0 + f / 700.0)
+    Built on `device` (float64, then cast), so a GPU batch needs no host -> device copy.
+    """
 
-    freqs = np.linspace(0.0, sample_rate / 2, n_freqs)
-    mels = np.linspace(hz_to_mel(np.array(f_min)), hz_to_mel(np.array(f_max)), n_mels + 2)
+    def hz_to_mel(f: float) -> float:
+        return 2595.0 * math.log10(1.0 + f / 700.0)
+
+    f64 = torch.float64
+    freqs = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=f64, device=device)
+    mels = torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2, dtype=f64, device=device)
     points = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
-    diffs = np.diff(points)
+    diffs = points.diff()
     slopes = points[None, :] - freqs[:, None]  # (n_freqs, n_mels + 2)
     down = -slopes[:, :-2] / diffs[:-1]
     up = slopes[:, 2:] / diffs[1:]
-    return torch.from_numpy(np.maximum(0.0, np.minimum(down, up)).astype(np.float32))
+    return torch.minimum(down, up).clamp_min(0.0).to(torch.float32)
 
 
 def audio_features(wave: torch.Tensor, features: AudioFeatures, sample_rate: int) -> torch.Tensor:
@@ -498,7 +511,8 @@ def audio_features(wave: torch.Tensor, features: AudioFeatures, sample_rate: int
             sample_rate,
             features.f_min,
             features.f_max if features.f_max is not None else sample_rate / 2,
-        ).to(x.device)
+            x.device,
+        )
         spec = torch.einsum("bft,fm->bmt", spec.square(), fb)
     return spec.add_(features.eps).log_().unsqueeze(1)  # in place: spec is ours
 
