@@ -227,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         "p50_batch_s": float(np.percentile(timing.latencies_s, 50)),
         "p95_batch_s": float(np.percentile(timing.latencies_s, 95)),
         "cpu_cores_used": timing.cpu_s / timing.wall_s,
+        "samples_per_cpu_s": timing.samples / max(timing.cpu_s, 1e-9),
         "cpu_count": len(os.sched_getaffinity(0)),
         "build_s": build_s,
         "warmup_s": total_s - timing.wall_s,
@@ -252,6 +253,7 @@ def format_table(f: dict[str, Any]) -> str:
         ("batch p50", f"{f['p50_batch_s'] * 1e3:,.1f} ms"),
         ("batch p95", f"{f['p95_batch_s'] * 1e3:,.1f} ms"),
         ("CPU", f"{f['cpu_cores_used']:.2f} cores of {f['cpu_count']}"),
+        ("samples per CPU-s", f"{f['samples_per_cpu_s']:,.0f}"),
         ("build / warm-up", f"{f['build_s']:.1f} s / {f['warmup_s']:.1f} s"),
         ("load average", f"{f['loadavg_1m_before']:.2f} -> {f['loadavg_1m_after']:.2f}"),
     ]
