@@ -215,6 +215,7 @@ class FFCVLoader:
             raise ValueError(
                 f"{spec.data_dir}: split {spec.split!r} has no FFCV file (rebuild with ffcv format)"
             )
+        per_rank = spec_order(spec, split.samples, 0).size  # bad sizes fail before any work
         self.path = spec.data_dir / split.ffcv
         if not self.path.is_file():
             raise ValueError(f"{self.path}: missing (listed in dataset.json)")
@@ -264,7 +265,6 @@ class FFCVLoader:
         self.pages[alloc["sample_id"].astype(np.int64)] = alloc["ptr"] >> int(
             np.log2(reader.page_size)
         )
-        per_rank = self._order(0).size
         self.cursor = EpochCursor(num_batches(per_rank, spec.batch_size, spec.train))
 
     def _order(self, epoch: int) -> np.ndarray:
