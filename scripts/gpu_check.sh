@@ -85,7 +85,7 @@ from pipelines.dali import DaliLoader
 
 def epoch(device, train):
     spec = LoaderSpec(pipeline="dali", data_dir=sys.argv[1], split="test", train=train,
-                      batch_size=32, workers=4, device=device, finish=False, seed=5)
+                      batch_size=16, workers=4, device=device, finish=False, seed=5)
     # The CPU decodes whole frames too: the GPU's graph, with libjpeg-turbo and OpenCV.
     loader = DaliLoader(spec, whole_frame=True)
     return [{k: v.cpu() for k, v in b.items()} for b in loader]
