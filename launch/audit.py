@@ -21,6 +21,7 @@ import torch
 from inforeg import functional as Fn
 from inforeg.config import RegulatorConfig
 from launch.logs import read_records
+from launch.report import modalities_of
 from launch.typed import from_mapping
 
 STEP_KEYS = ("epoch", "step", "loss", "lr", "samples_per_s", "data_wait_frac")
@@ -143,17 +144,10 @@ def ogm_problems(
     return problems
 
 
-def modalities_of(records: list[dict[str, Any]]) -> list[str]:
-    for r in records:
-        if r.get("kind") == "epoch":
-            return [k.split(".", 1)[1] for k in r if k.startswith("trace.")]
-    return []
-
-
 def audit(records: list[dict[str, Any]], cfg: RegulatorConfig) -> list[str]:
     """Every disagreement of the records with the schema and with METHOD.md (empty: none)."""
     modalities = modalities_of(records)
-    if not modalities:
+    if not any(r.get("kind") == "epoch" for r in records) or not modalities:
         return ["no epoch record"]
     problems = schema_problems(records, modalities)
     if not problems:

@@ -141,6 +141,12 @@ class Trainer:
 
     def save(self) -> None:
         self.check_finite()
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        if not bool(finite.item()):  # note: host sync, once per checkpoint
+            raise NonFiniteLoss(
+                f"non-finite parameters at step {self.step} (epoch {self.epoch}); the run stops, "
+                f"the last good checkpoint is kept in {self.ckpt_root}"
+            )
         checkpoint.save(
             self.engine,
             self.ckpt_root,

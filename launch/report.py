@@ -26,9 +26,12 @@ from launch.logs import read_records
 
 
 def modalities_of(records: list[dict[str, Any]]) -> list[str]:
+    """The run's modalities, in head order (from the first record that names them)."""
     for r in records:
-        if r["kind"] == "epoch":
-            return [k.split(".", 1)[1] for k in r if k.startswith("trace.")]
+        prefix = "trace." if r["kind"] == "epoch" else "score."
+        names = [k.split(".", 1)[1] for k in r if k.startswith(prefix)]
+        if names:
+            return names
     return []
 
 
