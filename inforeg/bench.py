@@ -181,9 +181,13 @@ def run(args: argparse.Namespace) -> int:
         f"regulator bench: {what}, {n:,} encoder parameters, update={args.update}{pulls}, "
         f"{where}, {torch.get_num_threads()} threads"
     )
+    traffic = {
+        "inforeg": "read g, w, anchor and write g where pulled; read g elsewhere, for the trace",
+        "ogm_ge": "read and write g",
+        "stat": "read g",
+    }[args.update]
     print(
-        f"  GB/s = the bytes the update must move ({moved / 1e6:.0f} MB: read g, w, anchor and "
-        "write g where pulled; read g elsewhere, for the trace) per second\n"
+        f"  GB/s = the bytes the update must move ({moved / 1e6:.0f} MB: {traffic}) per second\n"
         "  copy = same-size dst.copy_(src); official = the official code's per-step gradient "
         "work; "
         + (
