@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--impl",
         nargs="+",
         choices=IMPLS,
-        default=list(IMPLS),
+        default=["flat", "foreach", "reference"],
         help="implementations to time (the JSON's top level describes the first)",
     )
     p.add_argument(
