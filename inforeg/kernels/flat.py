@@ -161,8 +161,9 @@ def _regulate_cpu(
     return modality_sums(stats, plan.params, groups, update.stat)
 
 
-def moments_flat(fset: FlatSet, groups: ModalityGroups, *, chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """(P, 2) float64 per-parameter (sum g, sum g^2) over the covered segments."""
+def moments_flat(fset: FlatSet, groups: ModalityGroups) -> Tensor:
+    """(P, 2) float64 per-parameter (sum g, sum g^2) over the covered segments (one pass per
+    segment, for the GE noise's std: OGM-GE only)."""
     device = fset.grad.device
     out = torch.zeros(len(groups.params), 2, dtype=torch.float64, device=device)
     for seg in fset.segments:
