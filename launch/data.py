@@ -91,13 +91,11 @@ def build_data(cfg: DataConfig, model: ModelConfig, dist: DistInfo, seed: int) -
             os_cache=cfg.os_cache,
         )
 
-    train = build_loader(spec(cfg.train_split, True, cfg.batch_size))
-    if len(train) == 0:
-        raise ConfigError(
-            f"data.batch_size={cfg.batch_size} x {dist.world_size} ranks is larger than the "
-            f"{info.splits[cfg.train_split].samples} training samples: no full batch per epoch"
-        )
-    evaluation = build_loader(spec(eval_split, False, cfg.eval_batch_size or cfg.batch_size))
+    try:
+        train = build_loader(spec(cfg.train_split, True, cfg.batch_size))
+        evaluation = build_loader(spec(eval_split, False, cfg.eval_batch_size or cfg.batch_size))
+    except ValueError as e:  # e.g. a batch larger than the split, a world larger than the split
+        raise ConfigError(f"data (pipeline {cfg.pipeline}, {cfg.dir}): {e}") from e
     return Data(
         info=info, train=train, eval=evaluation, eval_split=eval_split, input_spec=input_spec(info)
     )

@@ -53,7 +53,7 @@ def gradient_views(
     """The regulator's views of the gradients DeepSpeed steps, and flat views by partition id."""
     partitions = flat_partitions(engine, model)
     if partitions is None:  # ZeRO 0, fp32: the parameters' own .grad, full on every rank
-        return [ParamGradients.from_groups(groups)], {}
+        return [ParamGradients.from_groups(groups, contiguous=True)], {}
     if len(partitions) != 1:
         raise ConfigError("the regulator expects one optimizer parameter group")
     by_id: dict[int, FlatGradients] = {}
@@ -124,13 +124,12 @@ def build_session(
     dist_info = init_distributed()
     torch.set_num_threads(cpu_threads_per_rank(dist_info.local_world_size, cfg.run.threads))
     seed_everything(cfg.run.seed)  # the same initial weights on every rank
+    data = build_data(cfg.data, cfg.model, dist_info, cfg.run.seed)
     out_dir = Path(cfg.run.out_dir)
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
         (out_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2) + "\n")
-
-    data = build_data(cfg.data, cfg.model, dist_info, cfg.run.seed)
     model = build_model(cfg.model, data.input_spec, len(data.info.classes)).to(dist_info.device)
     optimizer = build_optimizer(model, cfg.optim)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)

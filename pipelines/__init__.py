@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pipelines.contract import Loader, LoaderSpec
+from pipelines.contract import Loader, LoaderError, LoaderSpec
 
 # pipeline name -> "module:function" taking a LoaderSpec and returning a Loader.
 PIPELINES: dict[str, str] = {
@@ -30,4 +30,4 @@ def build_loader(spec: LoaderSpec) -> Loader:
     return loader
 
 
-__all__ = ["PIPELINES", "Loader", "LoaderSpec", "build_loader"]
+__all__ = ["PIPELINES", "Loader", "LoaderError", "LoaderSpec", "build_loader"]

@@ -51,6 +51,11 @@ CROP_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
 CROP_TRIES = 10
 
 
+class LoaderError(RuntimeError):
+    """A loader could not produce a correct batch (corrupt bytes, a failed or stalled pipeline);
+    every loader raises it (or a subclass), and the message names the file and the samples."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoaderSpec:
     """Everything that decides what a loader yields (and how fast). One spec, any pipeline."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.contract import LoaderError
 from preprocess.schema import (
     AUDIO,
     INDEX,
@@ -33,7 +34,7 @@ FRAMES, OFFSETS = "frames", "offsets"
 """The video members of a sample: its JPEGs concatenated, and int32 (frame_count + 1,) offsets."""
 
 
-class DaliDataError(RuntimeError):
+class DaliDataError(LoaderError):
     """A shard's bytes are not what `inforeg-preprocess build` wrote; names the shard and sample."""
 
 

@@ -40,6 +40,7 @@ from ffcv.pipeline.compiler import Compiler
 from pipelines.contract import (
     Batch,
     EpochCursor,
+    LoaderError,
     LoaderSpec,
     finish_batch,
     num_batches,
@@ -55,11 +56,6 @@ from pipelines.ffcv_decoders import (
 )
 from preprocess.ffcv_fields import CUSTOM_FIELDS
 from preprocess.schema import AUDIO, INDEX, LABEL, TEXT, VIDEO, DatasetInfo, load_dataset_info
-
-
-class LoaderError(RuntimeError):
-    """The pipeline failed or stalled; the message names the file and the samples."""
-
 
 _FAILED = object()  # queue sentinel: the loader thread raised (the exception is on the iterator)
 

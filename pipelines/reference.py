@@ -33,6 +33,7 @@ from pipelines.contract import (
     TEXT_MASK,
     Batch,
     EpochCursor,
+    LoaderError,
     LoaderSpec,
     audio_features,
     batch_slices,
@@ -206,7 +207,7 @@ class FramesDataset(Dataset[dict[str, Any]]):
                     else torch.from_numpy((wave_ * AUDIO_SCALE).round().astype(np.int16))
                 )
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise ValueError(
+            raise LoaderError(
                 f"{self.spec.split} sample {index} ({entry.get('id')!r}, {self.root}): {e}"
             ) from e
         if TEXT in modalities:

@@ -171,6 +171,7 @@ def test_bad_configuration_stops_before_training(
         (["run.epoch=1"], "unknown key(s): run.epoch"),
         (["data.dir=/nowhere"], "data.dir: /nowhere does not exist"),
         (["run.epochs=0"], "run.epochs must be >= 1"),
+        (["data.batch_size=4096"], "data (pipeline ffcv"),
         (["model.encoders.depth.kind=cnn"], "not in the dataset"),
     ]
     for overrides, message in cases:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from pipelines import build_loader
-from pipelines.contract import LoaderSpec
+from pipelines.contract import LoaderError, LoaderSpec
 from pipelines.reference import crop_resize, fit_length, read_wav, resample
 from preprocess.schema import frames_index
 
@@ -102,7 +102,7 @@ def test_a_flipped_byte_is_named_by_file_and_sample(copy: Path) -> None:
     data = bytearray(frame.read_bytes())
     data[len(data) // 2] ^= 0x10
     frame.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"test sample 3 .*00002\.jpg: sha256 mismatch"):
+    with pytest.raises(LoaderError, match=r"test sample 3 .*00002\.jpg: sha256 mismatch"):
         list(build_loader(spec(copy)))
 
 
@@ -111,11 +111,11 @@ def test_an_undecodable_frame_or_wav_is_named_by_sample(copy: Path) -> None:
     frame = copy / "frames" / str(entry(copy, 5)["folder"]) / "00004.jpg"
     original = frame.read_bytes()
     frame.write_bytes(b"\x00" * 100)
-    with pytest.raises(ValueError, match=r"test sample 5 .*cannot identify image file"):
+    with pytest.raises(LoaderError, match=r"test sample 5 .*cannot identify image file"):
         list(build_loader(spec(copy, verify=False)))
     frame.write_bytes(original)
     (copy / "frames" / str(entry(copy, 1)["wav"])).write_bytes(b"RIFFjunk")
-    with pytest.raises(ValueError, match=r"test sample 1 .*not a readable wav"):
+    with pytest.raises(LoaderError, match=r"test sample 1 .*not a readable wav"):
         list(build_loader(spec(copy, verify=False)))
 
 
