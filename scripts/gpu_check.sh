@@ -162,6 +162,25 @@ EOF
 }
 run_check dali-throughput dali_throughput
 
+# --- 4b. FFCV feeding the GPU: the full contract with the device stage on CUDA -----------------------
+# FFCV decodes on the host (uint8) and hands pinned buffers to the GPU, where normalisation and the
+# STFT run; the figure to compare with a training step's samples/s.
+ffcv_device() {
+    with_data || return 1
+    local built="$WORK/ffcv-data" json="$WORK/ffcv.json"
+    "$BIN/inforeg-preprocess" build --manifest "$WORK/raw/manifest.csv" --out "$built" \
+        --formats ffcv --workers "$(nproc)" --quiet >/dev/null || return 1
+    "$BIN/inforeg-bench" loader --pipeline ffcv --data "$built" --split train --batch-size 64 \
+        --workers 8 --batches 40 --device cuda --stage device --json "$json" >/dev/null || return 1
+    "$PYTHON" - "$json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"PASS\tFFCV -> CUDA device stage: {r['samples_per_s']:,.0f} samples/s, batch p50 "
+      f"{r['p50_batch_s'] * 1e3:.1f} ms, p95 {r['p95_batch_s'] * 1e3:.1f} ms (8 threads, batch 64)")
+EOF
+}
+run_check ffcv-device-stage ffcv_device
+
 # --- 5. every gpu-marked test of the project ------------------------------------------------------
 gpu_tests() {
     local log="$WORK/pytest-gpu.log"
