@@ -158,6 +158,24 @@ class Loader(Protocol):
     def load_state_dict(self, state: Mapping[str, int]) -> None: ...
 
 
+class CursorLoader:
+    """The `Loader` protocol's bookkeeping for a loader that keeps its place in `self.cursor`."""
+
+    cursor: EpochCursor
+
+    def __len__(self) -> int:
+        return self.cursor.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.cursor.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.cursor.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.cursor.load_state_dict(state)
+
+
 class EpochCursor:
     """(epoch, batches yielded) of one loader; the bookkeeping every loader shares."""
 

@@ -44,6 +44,7 @@ from nvidia.dali.types import DALIDataType as DType
 
 from pipelines.contract import (
     Batch,
+    CursorLoader,
     EpochCursor,
     LoaderSpec,
     VideoParams,
@@ -332,7 +333,7 @@ def dali_part(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:
     return n * shard_id // num_shards, n * (shard_id + 1) // num_shards
 
 
-class DaliLoader:
+class DaliLoader(CursorLoader):
     """`contract.Loader` over DALI: see the module's docstring for what it yields in which order.
 
     A pipeline is built per epoch (its reader seed and parameters are the epoch's) and dropped at
@@ -368,23 +369,14 @@ class DaliLoader:
                 f"{n} samples: no full batch per rank"
             )
         self.whole_frame = self.device.type == "cuda" if whole_frame is None else whole_frame
-        self._cursor = EpochCursor(len(self))
+        self.cursor = EpochCursor(self._num_batches())
 
-    def __len__(self) -> int:
+    def _num_batches(self) -> int:
         spec, n = self.spec, self.shards.samples
         if spec.train:
             return n // (spec.world_size * spec.batch_size)
         start, stop = dali_part(n, spec.rank, spec.world_size)
         return -(-(stop - start) // spec.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self._cursor.set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, int]:
-        return self._cursor.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self._cursor.load_state_dict(state)
 
     def graph_params(self, epoch: int) -> GraphParams:
         """The epoch's graph: the rank's part (rotating in train), the shuffle and its seed."""
@@ -424,7 +416,7 @@ class DaliLoader:
         }
 
     def __iter__(self) -> Iterator[Batch]:
-        start, epoch = self._cursor.start(), self._cursor.epoch
+        start, epoch = self.cursor.start(), self.cursor.epoch
         params = self.graph_params(epoch)
         slots = SlotParams(
             self.shards,
@@ -446,7 +438,7 @@ class DaliLoader:
                     continue  # fast-forward of a resumed epoch
                 rows = min(self.spec.batch_size, int(rank_samples[0]) - b * self.spec.batch_size)
                 raw = self._raw(outputs, names, rows)
-                self._cursor.batches = b + 1
+                self.cursor.batches = b + 1
                 yield finish_batch(raw, self.info, self.device) if self.spec.finish else raw
         finally:
             pool.shutdown(wait=False, cancel_futures=True)

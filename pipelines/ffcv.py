@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import queue
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from ffcv.pipeline.compiler import Compiler
 
 from pipelines.contract import (
     Batch,
+    CursorLoader,
     EpochCursor,
     LoaderError,
     LoaderSpec,
@@ -197,7 +198,7 @@ def _keep_torch_threads(fn: Any, *args: Any, **kwargs: Any) -> Any:
         torch.set_num_threads(threads)
 
 
-class FFCVLoader:
+class FFCVLoader(CursorLoader):
     """`contract.Loader` over `DIR/ffcv/<split>.beton`."""
 
     def __init__(self, spec: LoaderSpec, info: DatasetInfo):
@@ -265,18 +266,6 @@ class FFCVLoader:
 
     def _order(self, epoch: int) -> np.ndarray:
         return spec_order(self.spec, self.n, epoch, groups=self.pages)
-
-    def __len__(self) -> int:
-        return self.cursor.num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.cursor.set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, int]:
-        return self.cursor.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self.cursor.load_state_dict(state)
 
     def _metadata(self, epoch: int, order: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
         """The reader's metadata with this epoch's video parameters for `order`'s samples

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipelines.contract import (
     TEXT_MASK,
     Batch,
+    CursorLoader,
     EpochCursor,
     LoaderError,
     LoaderSpec,
@@ -255,7 +256,7 @@ def read_frames_index(spec: LoaderSpec, info: DatasetInfo) -> list[dict[str, Any
     return entries
 
 
-class ReferenceLoader:
+class ReferenceLoader(CursorLoader):
     """`contract.Loader` over the frames format with a `torch.utils.data.DataLoader`."""
 
     def __init__(self, spec: LoaderSpec, info: DatasetInfo):
@@ -276,18 +277,6 @@ class ReferenceLoader:
             prefetch_factor=spec.prefetch,
             persistent_workers=True,
         )
-
-    def __len__(self) -> int:
-        return self.cursor.num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.cursor.set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, int]:
-        return self.cursor.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self.cursor.load_state_dict(state)
 
     def __iter__(self) -> Iterator[Batch]:
         start = self.cursor.start()
