@@ -51,6 +51,14 @@ def summarize_run(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[
     return {**extra, "epochs": len(epochs), "last": epochs[-1], "best": best}
 
 
+def save(fig: Any, ax: Any, path: Path) -> None:
+    """Legend, layout, PNG at 120 dpi, and the figure closed."""
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def series(records: list[dict], key: str) -> list[float]:
     """The values of `key` across records, NaN where missing (a gap in the plot)."""
     values = [r.get(key) for r in records]
@@ -68,10 +76,7 @@ def plot_information(epochs: list[dict], modalities: list[str], path: Path) -> N
                 ax.axvspan(e["epoch"] - 0.5, e["epoch"] + 0.5, color=color, alpha=0.12, lw=0)
     ax.set(xlabel="epoch", ylabel="information amount (Fisher trace)", yscale="log")
     ax.set_title("Information acquisition; shaded: prime learning window open")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, ax, path)
 
 
 def plot_alpha(steps: list[dict], modalities: list[str], path: Path) -> None:
@@ -83,10 +88,7 @@ def plot_alpha(steps: list[dict], modalities: list[str], path: Path) -> None:
         ax.plot(x, applied, color=f"C{i}", label=m, lw=1)
     ax.set(xlabel="step", ylabel="alpha applied (0 = not regulated)")
     ax.set_title("Regulation coefficient per modality")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, ax, path)
 
 
 def plot_accuracy(epochs: list[dict], modalities: list[str], path: Path) -> None:
@@ -96,10 +98,7 @@ def plot_accuracy(epochs: list[dict], modalities: list[str], path: Path) -> None
     for i, m in enumerate(modalities):
         ax.plot(x, series(epochs, f"acc.{m}"), color=f"C{i}", marker=".", label=m)
     ax.set(xlabel="epoch", ylabel="evaluation accuracy", ylim=(0, 1))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, ax, path)
 
 
 def table(records: list[dict[str, Any]]) -> str:
