@@ -183,6 +183,14 @@ def test_bad_configuration_stops_before_training(
         == 2
     )
     assert "x.json does not exist" in capsys.readouterr().err
+    # a dataset folder built without the pipeline's format
+    ffcv_only = tmp_path / "ffcv_only"
+    ffcv_only.mkdir()
+    info = json.loads((tiny_shards / "dataset.json").read_text())
+    info["options"]["formats"] = ["ffcv"]
+    (ffcv_only / "dataset.json").write_text(json.dumps(info))
+    assert train_main(train_args(ffcv_only, tmp_path / "bad", "data.pipeline=dali")) == 2
+    assert "data.pipeline=dali reads the 'dali' format" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
