@@ -204,6 +204,11 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
      "inforeg_always"),
     ("The window matters: regulating in it beats regulating outside it", "acc", "inforeg",
      "inforeg_outside"),
+    # Not claims of the InfoReg paper: checks that regulation moves the branches at all.
+    ("(Check) regulating in every epoch raises the weak modality's branch accuracy",
+     "acc.{weak}", "inforeg_always", "joint"),
+    ("(Check, OGM-GE's own claim) OGM-GE raises the weak modality's branch accuracy",
+     "acc.{weak}", "ogm_ge", "joint"),
 )  # fmt: skip
 
 

@@ -280,9 +280,56 @@ def imbalance_text(
         return "Unimodal references were not run: the imbalance is not measured."
     return (
         "**Imbalance, measured.** "
-        + "; ".join(parts)
+        + "; ".join(parts)[0].upper()
+        + "; ".join(parts)[1:]
         + ". (Neither branch of a jointly trained head is trained to classify on its own, so "
         "some shortfall is expected for both; compare the two shortfalls.)"
+    )
+
+
+def load_text(loads: Sequence[float], meta: Mapping[str, Any]) -> str:
+    """The load average while training and what it says about the wall time."""
+    if not loads:
+        return "Load average not recorded."
+    parallel = max((s.get("parallel", 0) for s in meta.get("sessions", [])), default=0)
+    mean = sum(loads) / len(loads)
+    text = (
+        f"1-minute load average while training (sampled every 30 s): mean {mean:.2f}, max "
+        f"{max(loads):.2f}; the study's own {parallel} single-thread runs account for about "
+        f"{parallel}."
+    )
+    if parallel and mean > parallel + 0.25:
+        text += (
+            " Other processes shared the machine for part of the time, so the wall time is an "
+            "upper bound for an otherwise idle machine; per-run wall times are in the per-run "
+            "JSON files."
+        )
+    return text
+
+
+def regulation_text(
+    groups: Mapping[str, list[Run]], methods: Sequence[Method], strong: Sequence[str]
+) -> str:
+    """How many epochs each InfoReg configuration actually regulated the strong modality."""
+    parts = []
+    for method in methods:
+        runs = groups.get(method.key, [])
+        if not runs or not runs[0].steps:
+            continue
+        if any(f"coeff.{m}" in runs[0].steps[0] for m in runs[0].modalities):
+            continue  # OGM-GE scales gradients instead of regulating them
+        for m in strong:
+            counts = [len(regulated_epochs(r, m)) for r in runs]
+            total = len(runs[0].epochs)
+            parts.append(
+                f"{method.label}: {'/'.join(map(str, counts))} of {total} epochs (seeds "
+                f"{', '.join(str(r.seed) for r in runs)}) regulated {m}"
+            )
+    if not parts:
+        return ""
+    return (
+        "**How much regulation happened** (epochs with at least one logged step regulating "
+        "the strong modality): " + "; ".join(parts) + "."
     )
 
 
@@ -359,8 +406,16 @@ def render_markdown(
     ablation = results_table(
         [m for m in ablation_methods if m is not None], agg, modalities, ("ablation",), titles
     )
-    verdicts = [c.comparison.verdict for c in claims]
-    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("holds", "not shown", "reversed"))
+
+    def tally(selected: Sequence[Claim]) -> str:
+        verdicts = [c.comparison.verdict for c in selected]
+        return ", ".join(f"{verdicts.count(v)} {v}" for v in ("holds", "not shown", "reversed"))
+
+    paper = [c for c in claims if not c.claim.startswith("(Check")]
+    checks = [c for c in claims if c.claim.startswith("(Check")]
+    counts = f"the paper's claims: {tally(paper)}" + (
+        f"; the checks (not claims of the paper): {tally(checks)}" if checks else ""
+    )
     sessions = meta.get("sessions", [])
     wall = sum(s["wall_s"] for s in sessions)
     loads = [x for s in sessions for x in s.get("load_samples", [])]
@@ -376,13 +431,7 @@ def render_markdown(
         f"{len({r.split('/')[0] for r in meta.get('runs', [])})} configurations, "
         f"{meta.get('epochs')} epochs each) trained in "
         f"{len(sessions)} session(s) of `launch.study` totalling **{wall / 60:.1f} min** "
-        f"(data build included) on {meta.get('machine', 'unknown')}. "
-        + (
-            f"1-minute load average during training: mean {sum(loads) / len(loads):.2f}, "
-            f"max {max(loads):.2f} (2 runs of 1 thread each account for about 2)."
-            if loads
-            else "Load average not recorded."
-        ),
+        f"(data build included) on {meta.get('machine', 'unknown')}. " + load_text(loads, meta),
         "",
         "## Verdict",
         "",
@@ -396,6 +445,8 @@ def render_markdown(
         claims_list(claims, labels),
         "",
         imbalance_text(agg, modalities, study.references, labels),
+        "",
+        regulation_text(groups, [by_key[k] for k in study.alpha_methods if k in by_key], strong),
         "",
         "## Setup",
         "",
