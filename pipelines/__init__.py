@@ -2,12 +2,16 @@
 
 `build_loader(LoaderSpec(...))` is the one way to get a loader: it imports only the chosen
 pipeline's module (DALI and FFCV are heavy imports), and every loader honours `contract.Loader`.
+Building or iterating a loader never changes the process's torch thread count (importing FFCV
+sets it to 1, which would halve a CPU trainer's compute).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+import torch
 
 from pipelines.contract import Loader, LoaderError, LoaderSpec
 
@@ -25,8 +29,12 @@ def build_loader(spec: LoaderSpec) -> Loader:
     if target is None:
         raise ValueError(f"pipeline {spec.pipeline!r} is unknown; choose from {sorted(PIPELINES)}")
     module_name, _, function = target.partition(":")
-    builder: Any = getattr(importlib.import_module(module_name), function)
-    loader: Loader = builder(spec)
+    threads = torch.get_num_threads()
+    try:
+        builder: Any = getattr(importlib.import_module(module_name), function)
+        loader: Loader = builder(spec)
+    finally:
+        torch.set_num_threads(threads)  # the trainer's to set, whatever a library's import does
     return loader
 
 

@@ -182,7 +182,7 @@ class _Loader(_FFCVLoader):
     def epoch(self, order: np.ndarray, video_column: str | None) -> _GuardedEpoch:
         """An epoch over `order` (this rank's samples, in order) with our guarded iterator."""
         self.stop()
-        Compiler.set_num_threads(self.num_workers)
+        _keep_torch_threads(Compiler.set_num_threads, self.num_workers)  # numba's, not torch's
         if self.code is None:
             self.generate_code()
         self.active = _GuardedEpoch(self, order, video_column)
@@ -190,7 +190,8 @@ class _Loader(_FFCVLoader):
 
 
 def _keep_torch_threads(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run `fn`; FFCV sets torch's global thread count to its worker count: put it back."""
+    """Run `fn`; FFCV sets torch's thread count to its worker count with numba's: put it back.
+    (FFCV's loader thread does the same, which changes only that thread's count.)"""
     threads = torch.get_num_threads()
     try:
         return fn(*args, **kwargs)

@@ -3,6 +3,8 @@ real built dataset: the contract, distributed coverage, exact resume, cross-load
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +191,36 @@ def test_device_batches_match_the_host_ones(dataset: Path, pipeline: str) -> Non
     torch.testing.assert_close(gpu["video"], cpu["video"], rtol=1e-5, atol=1e-5)
     scale = float(cpu["audio"].abs().max())
     assert float((cpu["audio"] - gpu["audio"]).abs().max()) <= 1e-4 * scale
+
+
+THREADS_PROBE = """
+import sys
+from pathlib import Path
+import torch
+torch.set_num_threads(3)
+from pipelines import LoaderSpec, build_loader
+loader = build_loader(LoaderSpec(pipeline=sys.argv[2], data_dir=Path(sys.argv[1]), batch_size=4,
+                                 frames=3, size=64, workers=2))
+after_build = torch.get_num_threads()
+for epoch in range(2):
+    loader.set_epoch(epoch)
+    batches = sum(1 for _ in loader)
+print(after_build, torch.get_num_threads(), batches)
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("pipeline", PIPES)
+def test_a_loader_leaves_torchs_thread_count_alone(dataset: Path, pipeline: str) -> None:
+    """Importing FFCV and starting its epochs set torch's thread count (to 1, to the workers): a
+    CPU trainer would silently compute on one core. A fresh process, so the import is included."""
+    run = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE, str(dataset), pipeline],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    after_build, after_epochs, batches = map(int, run.stdout.split()[-3:])
+    assert (after_build, after_epochs) == (3, 3) and batches > 0
