@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from launch.logs import read_records
-from launch.report import modalities_of, series, split_records
+from launch.report import compact, modalities_of, series, split_records
 
 
 def run_label(run: Path) -> str:
@@ -62,10 +62,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.3f}"
-        if isinstance(v, list) and len(v) == 1:
-            return str(v[0])
         if isinstance(v, list):
-            return f"{v[0]}-{v[-1]}" if v and v == list(range(v[0], v[-1] + 1)) else str(v)
+            return compact(v)
         return str(v)
 
     cells = [header] + [[fmt(r.get(k, "")) for k in keys] for r in rows]
@@ -104,7 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--plot", type=Path, default=None)
     args = p.parse_args(argv)
-    print(format_table([row(r) for r in args.runs]))
+    rows = []
+    for run in args.runs:  # each must be a run folder of this trainer with an epoch recorded
+        try:
+            rows.append(row(run))
+        except KeyError as e:
+            print(f"compare: {run}: config.json or metrics.jsonl lacks {e}", file=sys.stderr)
+            return 2
+        except (OSError, ValueError) as e:
+            print(f"compare: {e}", file=sys.stderr)
+            return 2
+    print(format_table(rows))
     if args.plot:
         plot_information(args.runs, args.plot)
         print(f"information curves: {args.plot}")

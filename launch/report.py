@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,22 @@ def modalities_of(records: list[dict[str, Any]]) -> list[str]:
         if names:
             return names
     return []
+
+
+def compact(epochs: Sequence[int]) -> str:
+    """[2, 3, 4, 8] -> '2-4, 8'; [] -> 'none'."""
+    if not epochs:
+        return "none"
+    parts: list[str] = []
+    start = prev = epochs[0]
+    for e in [*epochs[1:], None]:
+        if e is not None and e == prev + 1:
+            prev = e
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if e is not None:
+            start = prev = e
+    return ", ".join(parts)
 
 
 def split_records(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:

@@ -28,7 +28,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from launch.report import series
+from launch.report import compact, series
 from launch.results import (
     Claim,
     Method,
@@ -350,22 +350,6 @@ def windows_table(
                 cells += [compact(window_epochs(run, m)), compact(regulated_epochs(run, m))]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def compact(epochs: Sequence[int]) -> str:
-    """[2, 3, 4, 8] -> '2-4, 8'; [] -> 'none'."""
-    if not epochs:
-        return "none"
-    parts: list[str] = []
-    start = prev = epochs[0]
-    for e in [*epochs[1:], None]:
-        if e is not None and e == prev + 1:
-            prev = e
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if e is not None:
-            start = prev = e
-    return ", ".join(parts)
 
 
 def fmt_meta(meta: Mapping[str, Any], key: str, spec: str = "") -> str:

@@ -159,8 +159,11 @@ def build_session(
     tag = checkpoint.find_latest(out_dir / "checkpoints") if resume == "auto" else None
     if dist_info.is_main:
         where = f"resuming from {tag}" if tag else "from scratch"
+        unused = [m for m in data.info.modalities if m not in groups.modalities]
+        skipped = f" (the data's {', '.join(unused)} not modelled)" if unused else ""
+        modelled = ", ".join(groups.modalities)
         print(
-            f"train: {cfg.regulator.name} ({cfg.regulator.variant}) on {data.info.modalities} "
+            f"train: {cfg.regulator.name} ({cfg.regulator.variant}) on {modelled}{skipped} "
             f"with {cfg.data.pipeline}, {dist_info.world_size} rank(s), ZeRO stage "
             f"{engine.zero_optimization_stage()}, {where}; out {out_dir}",
             flush=True,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from launch.config import config_to_dict, load_config
+from launch.report import compact
 from launch.results import (
     Run,
     aggregate,
@@ -23,7 +24,7 @@ from launch.results import (
     study_claims,
     weak_modality,
 )
-from launch.results_doc import compact, window_fraction, write_study_report
+from launch.results_doc import window_fraction, write_study_report
 from launch.studies import AVMNIST, flags
 from launch.study import (
     ROOT,
