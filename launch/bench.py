@@ -2,7 +2,8 @@
 
 Each subcommand lives in the package it measures, as a module exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; this file only lists and dispatches them, and
-imports a subcommand's module only when it is run.
+imports a subcommand's module only when it is run. A bad argument or input (ValueError, OSError)
+exits 2 with its message; data failing while it is read (`pipelines.LoaderError`) propagates.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as e:  # a bad argument, a missing or unbuilt dataset
+        print(f"inforeg-bench {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

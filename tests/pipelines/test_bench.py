@@ -34,6 +34,15 @@ def test_loader_bench_writes_its_figures(
     assert "samples/s" in table and "of the bound" in table  # 12 batches cross epochs (9 per epoch)
 
 
-def test_unknown_split_is_named(dataset: Path) -> None:
-    with pytest.raises(ValueError, match="--split 'nope'"):
-        bench_main(["loader", "--pipeline", "ffcv", "--data", str(dataset), "--split", "nope"])
+def test_bad_input_exits_2_naming_it(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        bench_main(["loader", "--pipeline", "ffcv", "--data", str(dataset), "--split", "no"]) == 2
+    )
+    assert "--split 'no'" in capsys.readouterr().err
+    assert bench_main(["loader", "--pipeline", "ffcv", "--data", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'dataset.json'}: no dataset.json" in capsys.readouterr().err
+    big = ["loader", "--pipeline", "ffcv", "--data", str(dataset), "--batch-size", "100000"]
+    assert bench_main(big) == 2
+    assert "batch_size 100000 x world_size 1 exceeds" in capsys.readouterr().err
