@@ -85,7 +85,7 @@ class RunConfig:
     max_steps_per_epoch: int = 0
     """Stop each epoch after this many steps (benchmarks, smoke tests); 0: the whole epoch."""
     progress: bool = True
-    """A progress bar with samples/s on rank 0."""
+    """A progress bar on rank 0 (batches/s; samples/s as of the last step record)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

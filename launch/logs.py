@@ -80,11 +80,14 @@ class RunLog:
         if self.is_main and enabled:
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False)
 
-    def advance(self, samples_per_s: float | None = None) -> None:
+    def advance(self) -> None:
         if self._bar is not None:
             self._bar.update(1)
-            if samples_per_s is not None:
-                self._bar.set_postfix(samples_per_s=f"{samples_per_s:.1f}", refresh=False)
+
+    def show_rate(self, samples_per_s: float | None) -> None:
+        """The bar's samples/s: the last step record's (all ranks), shown beside batches/s."""
+        if self._bar is not None and samples_per_s is not None:
+            self._bar.set_postfix(samples_per_s=f"{samples_per_s:.1f}", refresh=False)
 
     def end_progress(self) -> None:
         if self._bar is not None:

@@ -219,6 +219,7 @@ class Trainer:
         record["samples_per_s"] = w.samples * self.dist.world_size / wall if wall > 0 else None
         record["data_wait_frac"] = w.data_wait_s / wall if wall > 0 else None
         self.log.write(record, tb_step=self.step - 1)
+        self.log.show_rate(record["samples_per_s"])
         self.window = Window()
 
     def run_epoch(self) -> None:

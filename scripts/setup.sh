@@ -40,12 +40,22 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip setuptools wheel
 
 # 3. torch first and explicitly: the CPU wheel where no NVIDIA driver is present, else the CUDA build
-#    (TORCH_INDEX_URL, e.g. https://download.pytorch.org/whl/cu130, selects the wheel index).
+#    (TORCH_INDEX_URL, e.g. https://download.pytorch.org/whl/cu130, selects the wheel index;
+#    TORCH_CPU_INDEX_URL the CPU one).
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
         "${PIP[@]}" "torch==$TORCH_VERSION" --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu130}"
     else
-        "${PIP[@]}" "torch==$TORCH_VERSION"
+        # PyPI's default Linux torch wheel is the CUDA build (several GB); PyTorch's CPU index holds
+        # the CPU wheel (2.13.0+cpu, preferred by pip over 2.13.0). Where that index is unreachable
+        # (a mirror-only network), pip's configured sources decide, e.g. a local CPU wheel.
+        cpu_index="${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+        if "$VENV/bin/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" \
+            "$cpu_index/torch/" 2>/dev/null; then
+            "${PIP[@]}" "torch==$TORCH_VERSION" --extra-index-url "$cpu_index"
+        else
+            "${PIP[@]}" "torch==$TORCH_VERSION"
+        fi
     fi
 fi
 
