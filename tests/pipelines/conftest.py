@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from preprocess.cli import main as preprocess_main
+from tests.conftest import numba_finalizer_key_error
 
 
 @pytest.fixture(scope="session")
@@ -29,19 +30,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _numba_finalizer_key_error(unraisable: Any) -> bool:
-    tb = unraisable.exc_traceback
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = tb.tb_frame.f_code if tb is not None else None
-    return (
-        unraisable.exc_type is KeyError
-        and where is not None
-        and where.co_name == "finalizer"
-        and where.co_filename.endswith("numba/core/dispatcher.py")
-    )
-
-
 @pytest.fixture(autouse=True)
 def _free_loaders() -> Iterator[None]:
     """FFCV's memory managers mutate numba's shared array types (`t.mutable = False`), so when a
@@ -51,7 +39,7 @@ def _free_loaders() -> Iterator[None]:
     previous = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
-        if not _numba_finalizer_key_error(unraisable):
+        if not numba_finalizer_key_error(unraisable):
             previous(unraisable)
 
     sys.unraisablehook = hook
