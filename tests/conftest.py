@@ -3,8 +3,10 @@ known-harmless error at the end of a session is dropped (see tests/pipelines/con
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
-def numba_finalizer_key_error(unraisable: Any) -> bool:
+def _numba_finalizer_key_error(unraisable: Any) -> bool:
     tb = unraisable.exc_traceback
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
@@ -35,16 +37,27 @@ def numba_finalizer_key_error(unraisable: Any) -> bool:
     )
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Loaders that lived to the session's end are freed here, with that one error dropped."""
+@contextlib.contextmanager
+def numba_finalizer_errors_dropped() -> Iterator[None]:
+    """FFCV's memory managers mutate numba's shared array types (`t.mutable = False`), so when a
+    loader's compiled functions are freed, numba's finalizer raises KeyError (harmless: a trainer's
+    loaders live as long as the process). Inside, exactly that error is dropped, any other passed
+    on; on leaving, unreachable loaders are freed while the filter still holds."""
     previous = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
-        if not numba_finalizer_key_error(unraisable):
+        if not _numba_finalizer_key_error(unraisable):
             previous(unraisable)
 
     sys.unraisablehook = hook
     try:
+        yield
         gc.collect()
     finally:
         sys.unraisablehook = previous
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Loaders that lived to the session's end are freed here, with that one error dropped."""
+    with numba_finalizer_errors_dropped():
+        pass

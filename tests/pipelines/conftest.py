@@ -3,16 +3,13 @@ known-harmless error FFCV leaves when a loader is freed, dropped where it is rai
 
 from __future__ import annotations
 
-import gc
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from preprocess.cli import main as preprocess_main
-from tests.conftest import numba_finalizer_key_error
+from tests.conftest import numba_finalizer_errors_dropped
 
 
 @pytest.fixture(scope="session")
@@ -32,19 +29,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _free_loaders() -> Iterator[None]:
-    """FFCV's memory managers mutate numba's shared array types (`t.mutable = False`), so when a
-    loader's compiled functions are freed, numba's finalizer raises KeyError (harmless: a trainer's
-    loaders live as long as the process). Drop exactly that error, pass on any other, and free
-    each test's loaders before the next test."""
-    previous = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if not numba_finalizer_key_error(unraisable):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-    try:
+    """Each test's loaders are freed before the next test, FFCV's harmless error dropped."""
+    with numba_finalizer_errors_dropped():
         yield
-        gc.collect()
-    finally:
-        sys.unraisablehook = previous
