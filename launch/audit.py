@@ -31,7 +31,7 @@ EPOCH_MODALITY_KEYS = ("trace", "window_open", "acc")
 
 
 def _close(a: float, b: float, tol: float = 1e-4) -> bool:
-    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+    return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
 
 
 def schema_problems(records: list[dict[str, Any]], modalities: list[str]) -> list[str]:

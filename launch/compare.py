@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from launch.logs import read_records
-from launch.report import compact, modalities_of, series, split_records
+from launch.report import close_figure, compact, series
+from launch.results import Run, final_metrics, load_run, window_epochs
 
 
 def run_label(run: Path) -> str:
@@ -38,20 +39,23 @@ def run_label(run: Path) -> str:
     return label
 
 
-def row(run: Path) -> dict[str, Any]:
-    records = read_records(run / "metrics.jsonl")
-    _, epochs = split_records(records)
-    if not epochs:
+def load(run: Path) -> Run:
+    """A run folder's metrics.jsonl, labelled with its regulator (each file read once)."""
+    metrics = load_run(run / "metrics.jsonl", method="", seed=0)
+    if not metrics.epochs:
         raise ValueError(f"{run}: no epoch record in metrics.jsonl")
-    modalities = modalities_of(records)
-    best = max(epochs, key=lambda e: e["acc"])
-    last = epochs[-1]
-    out: dict[str, Any] = {"run": str(run), "method": run_label(run), "epochs": len(epochs)}
-    out["best_acc"], out["best_epoch"], out["last_acc"] = best["acc"], best["epoch"], last["acc"]
-    out["macro_f1"] = last["macro_f1"]
-    for m in modalities:
-        out[f"acc.{m}"] = last[f"acc.{m}"]
-        out[f"window.{m}"] = [e["epoch"] for e in epochs if e[f"window_open.{m}"]]
+    return replace(metrics, method=run_label(run))
+
+
+def row(run: Run) -> dict[str, Any]:
+    folder = Path(run.source).parent
+    final = final_metrics(run)
+    out: dict[str, Any] = {"run": str(folder), "method": run.method, "epochs": len(run.epochs)}
+    out["best_acc"], out["best_epoch"] = final["best_acc"], int(final["best_epoch"])
+    out["last_acc"], out["macro_f1"] = final["acc"], final["macro_f1"]
+    for m in run.modalities:
+        out[f"acc.{m}"] = final[f"acc.{m}"]
+        out[f"window.{m}"] = window_epochs(run, m)
     return out
 
 
@@ -73,28 +77,24 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def plot_information(runs: Sequence[Path], path: Path) -> None:
+def plot_information(runs: Sequence[Run], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for j, run in enumerate(runs):
-        records = read_records(run / "metrics.jsonl")
-        _, epochs = split_records(records)
-        for i, m in enumerate(modalities_of(records)):
+        for i, m in enumerate(run.modalities):
             ax.plot(
-                [e["epoch"] for e in epochs],
-                series(epochs, f"trace.{m}"),
+                [e["epoch"] for e in run.epochs],
+                series(run.epochs, f"trace.{m}"),
                 color=f"C{i}",
                 ls="--" if j == 0 else "-",
                 marker=".",
-                label=f"{m}, {run_label(run)}",
+                label=f"{m}, {run.method}",
             )
-            for e in epochs:
+            for e in run.epochs:
                 if j > 0 and e[f"window_open.{m}"]:
                     ax.axvspan(e["epoch"] - 0.5, e["epoch"] + 0.5, color=f"C{i}", alpha=0.08, lw=0)
     ax.set(xlabel="epoch", ylabel="information amount (Fisher trace)", yscale="log")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    close_figure(fig, path, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,19 +102,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--plot", type=Path, default=None)
     args = p.parse_args(argv)
-    rows = []
-    for run in args.runs:  # each must be a run folder of this trainer with an epoch recorded
+    runs, rows = [], []
+    for folder in args.runs:  # each must be a run folder of this trainer with an epoch recorded
         try:
-            rows.append(row(run))
+            runs.append(load(folder))
+            rows.append(row(runs[-1]))
         except KeyError as e:
-            print(f"compare: {run}: config.json or metrics.jsonl lacks {e}", file=sys.stderr)
+            print(f"compare: {folder}: config.json or metrics.jsonl lacks {e}", file=sys.stderr)
             return 2
         except (OSError, ValueError) as e:
             print(f"compare: {e}", file=sys.stderr)
             return 2
     print(format_table(rows))
     if args.plot:
-        plot_information(args.runs, args.plot)
+        plot_information(runs, args.plot)
         print(f"information curves: {args.plot}")
     return 0
 

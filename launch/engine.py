@@ -115,6 +115,13 @@ def modality_of_parameters(model: nn.Module) -> dict[int, tuple[str, bool]]:
     return {id(p): (m, p.dim() == 4) for m, enc in encoders.items() for p in enc.parameters()}
 
 
+def compute_dtype(engine: Any) -> torch.dtype:
+    """The dtype DeepSpeed computes in: bf16, fp16 or fp32, from its configuration."""
+    if engine.bfloat16_enabled():
+        return torch.bfloat16
+    return torch.float16 if engine.fp16_enabled() else torch.float32
+
+
 def base_optimizer(engine: Any) -> torch.optim.Optimizer:
     """The torch optimizer DeepSpeed finally steps."""
     opt = engine.optimizer

@@ -106,5 +106,9 @@ class RunLog:
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """All records of a metrics.jsonl file, in order."""
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return parse_records(path.read_text(encoding="utf-8"))
+
+
+def parse_records(text: str) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl text, in order."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

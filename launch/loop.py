@@ -23,6 +23,7 @@ from inforeg.model import ModelOutput, MultimodalModel
 from launch import checkpoint
 from launch.config import TrainConfig, lr_at
 from launch.distributed import DistInfo
+from launch.engine import compute_dtype
 from launch.logs import RunLog
 
 
@@ -92,13 +93,7 @@ class Trainer:
         self.window = Window()
         self.best_acc = -math.inf
         self.log: RunLog | None = None
-        self.compute_dtype = (
-            torch.bfloat16
-            if engine.bfloat16_enabled()
-            else torch.float16
-            if engine.fp16_enabled()
-            else torch.float32
-        )
+        self.compute_dtype = compute_dtype(engine)
 
     # ----- checkpoints -------------------------------------------------------------------
     def trainer_state(self) -> dict[str, Any]:
@@ -188,7 +183,7 @@ class Trainer:
         self.engine.backward(loss)
         self.engine.step()  # the regulator's fused pass runs in the pre-step hook
         finite = torch.isfinite(loss.detach())
-        step_t = torch.tensor(float(self.step), device=loss.device, dtype=torch.float64)
+        step_t = torch.full((), float(self.step), device=loss.device, dtype=torch.float64)
         first_bad = self.epoch_sums.get("first_nonfinite_step")
         if first_bad is None:
             first_bad = torch.full((), -1.0, device=loss.device, dtype=torch.float64)

@@ -71,8 +71,13 @@ def summarize_run(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[
 def save(fig: Any, ax: Any, path: Path) -> None:
     """Legend, layout, PNG at 120 dpi, and the figure closed."""
     ax.legend()
+    close_figure(fig, path, dpi=120)
+
+
+def close_figure(fig: Any, path: Path, dpi: int) -> None:
+    """Layout, PNG, and the figure closed."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 

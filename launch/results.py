@@ -18,10 +18,11 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from launch.logs import read_records
+from launch.logs import parse_records
 from launch.report import modalities_of, split_records
 
 GROUPS = ("joint_loss", "unimodal_loss", "ablation", "reference")
@@ -58,15 +59,15 @@ class Run:
     sha256: str = ""
     """Of that file, so a reported run can be matched to its file."""
 
-    @property
+    @cached_property
     def epochs(self) -> list[dict[str, Any]]:
         return split_records(self.records)[1]
 
-    @property
+    @cached_property
     def steps(self) -> list[dict[str, Any]]:
         return split_records(self.records)[0]
 
-    @property
+    @cached_property
     def modalities(self) -> list[str]:
         return modalities_of(self.records)
 
@@ -76,10 +77,18 @@ def load_run(metrics_path: Path, method: str, seed: int) -> Run:
     return Run(
         method=method,
         seed=seed,
-        records=read_records(metrics_path),
+        records=parse_records(data.decode("utf-8")),
         source=str(metrics_path),
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def by_method(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """method -> its runs, by seed."""
+    out: dict[str, list[Run]] = {}
+    for run in runs:
+        out.setdefault(run.method, []).append(run)
+    return {method: sorted(group, key=lambda r: r.seed) for method, group in out.items()}
 
 
 def final_metrics(run: Run) -> dict[str, float]:
@@ -133,12 +142,8 @@ def stat(values: Iterable[float]) -> Stat:
 
 def aggregate(runs: Sequence[Run]) -> dict[str, dict[str, Stat]]:
     """method -> metric -> Stat over its runs (seeds), from `final_metrics` and the mean traces."""
-    per_method: dict[str, list[Run]] = {}
-    for run in runs:
-        per_method.setdefault(run.method, []).append(run)
     out: dict[str, dict[str, Stat]] = {}
-    for method, group in per_method.items():
-        group = sorted(group, key=lambda r: r.seed)
+    for method, group in by_method(runs).items():
         finals = [final_metrics(r) for r in group]
         keys = [k for k in finals[0] if all(k in f for f in finals)]
         out[method] = {k: stat(f[k] for f in finals) for k in keys}

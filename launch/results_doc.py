@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from launch.report import compact, series
+from launch.report import close_figure, compact, series
 from launch.results import (
     Claim,
     Method,
@@ -36,6 +36,7 @@ from launch.results import (
     Stat,
     Z,
     aggregate,
+    by_method,
     compare,
     final_metrics,
     load_run,
@@ -47,38 +48,13 @@ from launch.results import (
 )
 from launch.studies import Study
 
-
-class RunSpecLike(Protocol):
-    """What the report needs of a planned run (`launch.study.RunSpec`)."""
-
-    @property
-    def method(self) -> str: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def config(self) -> Path: ...
-    @property
-    def out_dir(self) -> Path: ...
-    @property
-    def overrides(self) -> tuple[str, ...]: ...
-
-
-def by_method(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    out: dict[str, list[Run]] = {}
-    for run in sorted(runs, key=lambda r: (r.method, r.seed)):
-        out.setdefault(run.method, []).append(run)
-    return out
+if TYPE_CHECKING:  # launch.study imports this module when it reports
+    from launch.study import RunSpec
 
 
 def epoch_mean(runs: Sequence[Run], key: str) -> tuple[list[int], list[float]]:
     """Epoch numbers and the mean of `key` over the runs that have it at each epoch."""
-    values: dict[int, list[float]] = {}
-    for run in runs:
-        for e in run.epochs:
-            if e.get(key) is not None:
-                values.setdefault(e["epoch"], []).append(float(e[key]))
-    epochs = sorted(values)
-    return epochs, [sum(values[t]) / len(values[t]) for t in epochs]
+    return _mean_over_runs([r.epochs for r in runs], "epoch", _getter(key))
 
 
 def window_fraction(runs: Sequence[Run], modality: str) -> dict[int, float]:
@@ -101,14 +77,29 @@ def step_mean(
     runs: Sequence[Run], value: Callable[[dict[str, Any]], float | None]
 ) -> tuple[list[int], list[float]]:
     """Step numbers and the mean over runs of `value(step record)` where it is not None."""
+    return _mean_over_runs([r.steps for r in runs], "step", value)
+
+
+def _mean_over_runs(
+    records: Sequence[list[dict[str, Any]]],
+    index: str,
+    value: Callable[[dict[str, Any]], float | None],
+) -> tuple[list[int], list[float]]:
+    """The values of `index` (epoch or step) and, at each, the mean of `value` over the runs'
+    records (one list per run) where it is not None."""
     values: dict[int, list[float]] = {}
-    for run in runs:
-        for s in run.steps:
-            v = value(s)
+    for run_records in records:
+        for r in run_records:
+            v = value(r)
             if v is not None:
-                values.setdefault(s["step"], []).append(v)
-    steps = sorted(values)
-    return steps, [sum(values[t]) / len(values[t]) for t in steps]
+                values.setdefault(r[index], []).append(v)
+    at = sorted(values)
+    return at, [sum(values[t]) / len(values[t]) for t in at]
+
+
+def is_ogm_ge(run: Run) -> bool:
+    """OGM-GE scales gradients by k (its step records carry `coeff.m`) instead of regulating."""
+    return bool(run.steps) and any(f"coeff.{m}" in run.steps[0] for m in run.modalities)
 
 
 def _getter(key: str) -> Callable[[dict[str, Any]], float | None]:
@@ -150,9 +141,7 @@ def plot_information(
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
     fig.suptitle("Information amount per modality; shading: share of seeds with the window open")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    close_figure(fig, path, dpi=110)
 
 
 def plot_alpha(groups: Mapping[str, list[Run]], methods: Sequence[Method], path: Path) -> None:
@@ -165,7 +154,7 @@ def plot_alpha(groups: Mapping[str, list[Run]], methods: Sequence[Method], path:
     for ax, method in zip(axes.flat, shown, strict=False):
         runs = groups[method.key]
         # OGM-GE scales gradients by k instead of adding alpha * (w - anchor): plot its k.
-        ogm = any(f"coeff.{m}" in s for s in runs[0].steps[:1] for m in runs[0].modalities)
+        ogm = is_ogm_ge(runs[0])
         for i, m in enumerate(runs[0].modalities):
             if ogm:
                 x, y = step_mean(runs, _getter(f"coeff.{m}"))
@@ -176,9 +165,7 @@ def plot_alpha(groups: Mapping[str, list[Run]], methods: Sequence[Method], path:
         ax.set(title=method.label, xlabel="step", ylabel=ylabel)
         ax.legend(fontsize=7)
     fig.suptitle("Regulation per modality over training (mean over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    close_figure(fig, path, dpi=110)
 
 
 def plot_branch_accuracy(
@@ -204,9 +191,7 @@ def plot_branch_accuracy(
         ax.set(title=f"{m} branch", xlabel="epoch", ylabel="test accuracy (mean over seeds)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    close_figure(fig, path, dpi=110)
 
 
 def pct(s: Stat | None) -> str:
@@ -316,8 +301,8 @@ def regulation_text(
         runs = groups.get(method.key, [])
         if not runs or not runs[0].steps:
             continue
-        if any(f"coeff.{m}" in runs[0].steps[0] for m in runs[0].modalities):
-            continue  # OGM-GE scales gradients instead of regulating them
+        if is_ogm_ge(runs[0]):
+            continue
         for m in strong:
             counts = [len(regulated_epochs(r, m)) for r in runs]
             total = len(runs[0].epochs)
@@ -350,13 +335,6 @@ def windows_table(
                 cells += [compact(window_epochs(run, m)), compact(regulated_epochs(run, m))]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def fmt_meta(meta: Mapping[str, Any], key: str, spec: str = "") -> str:
-    value = meta.get(key)
-    if value is None:
-        return "unknown"
-    return format(value, spec) if spec else str(value)
 
 
 def render_markdown(
@@ -504,7 +482,7 @@ def wrap(line: str, width: int = 100) -> str:
 
 def write_study_report(
     study: Study,
-    specs: Sequence[RunSpecLike],
+    specs: Sequence[RunSpec],
     out: Path,
     report: Path,
     results_dir: Path,
@@ -512,7 +490,7 @@ def write_study_report(
 ) -> list[Path]:
     """Aggregate the finished runs, write summary.json, per-run JSON, the PNGs and `report`."""
     runs = [load_run(s.out_dir / "metrics.jsonl", s.method, s.seed) for s in specs]
-    groups = by_method(runs)
+    groups = by_method(sorted(runs, key=lambda r: (r.method, r.seed)))
     agg = aggregate(runs)
     first = next(m.key for m in study.methods if m.key in groups and m.group != "reference")
     modalities = groups[first][0].modalities

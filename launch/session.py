@@ -30,6 +30,7 @@ from launch.engine import (
     add_pre_step_hook,
     base_optimizer,
     build_optimizer,
+    compute_dtype,
     deepspeed_config,
     flat_partitions,
 )
@@ -134,10 +135,10 @@ def build_session(
     optimizer = build_optimizer(model, cfg.optim)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
 
-    if engine.bfloat16_enabled() or engine.fp16_enabled():
+    dtype = compute_dtype(engine)
+    if dtype != torch.float32:
         # DeepSpeed casts parameters only; BatchNorm needs its running statistics in the same
         # dtype as its input and weights (on CPU at least), so the buffers follow.
-        dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float16
         for buffer in model.buffers():
             if buffer.is_floating_point():
                 buffer.data = buffer.data.to(dtype)
@@ -146,17 +147,18 @@ def build_session(
     regulator: Regulator = build_regulator(cfg.regulator, groups, views, model.head)
 
     def before_step(opt: torch.optim.Optimizer) -> None:
-        for group in opt.param_groups:
-            for flat in group["params"]:
-                view = flat_by_id.get(id(flat))
-                if view is not None and flat.grad is not None:
-                    view.bind(flat.grad)
+        if flat_by_id:  # ZeRO 1/2: each rank's few flat partitions; ZeRO 0 views the .grad
+            for group in opt.param_groups:
+                for flat in group["params"]:
+                    view = flat_by_id.get(id(flat))
+                    if view is not None and flat.grad is not None:
+                        view.bind(flat.grad)
         regulator.on_gradients()
 
     assert base_optimizer(engine) is not None
     add_pre_step_hook(engine, before_step)
     trainer = Trainer(cfg, engine, model, regulator, data, dist_info, out_dir)
-    tag = checkpoint.find_latest(out_dir / "checkpoints") if resume == "auto" else None
+    tag = previous if resume == "auto" else None
     if dist_info.is_main:
         where = f"resuming from {tag}" if tag else "from scratch"
         unused = [m for m in data.info.modalities if m not in groups.modalities]

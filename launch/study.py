@@ -223,10 +223,6 @@ def record_session(out: Path, session: Session) -> list[dict[str, Any]]:
     return list(sessions)
 
 
-def shell(cmd: Sequence[str]) -> str:
-    return " ".join(shlex.quote(c) for c in cmd)
-
-
 def build_dataset(study: Study, source: Path, out: Path, log: Callable[[str], None]) -> None:
     """Check the source, render the manifest unless current, build (or confirm) the shards."""
     checked = study.verify_source(source)
@@ -240,9 +236,9 @@ def build_dataset(study: Study, source: Path, out: Path, log: Callable[[str], No
     commands.append(study.build_command(raw, shards))
     for args in commands:
         cmd = [sys.executable, "-m", "preprocess.cli", *args]
-        log(f"study: inforeg-preprocess {shell(args)}")
+        log(f"study: inforeg-preprocess {shlex.join(args)}")
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-            raise StudyError(f"inforeg-preprocess {args[0]} failed: {shell(args)}")
+            raise StudyError(f"inforeg-preprocess {args[0]} failed: {shlex.join(args)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
