@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
-[[ -x "$PYTHON" ]] || PYTHON=python3
+[[ -x "$PYTHON" ]] || PYTHON=$(command -v python3)
 BIN=$(dirname "$PYTHON")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/inforeg-gpu-check.XXXXXX")
 DATA="$WORK/data"
@@ -59,7 +59,7 @@ data_log="$WORK/data.log"
 CORES=$(nproc)
 synth=(synth --out "$WORK/raw" --samples 512 --classes 6 --seed 0 --width 320 --height 240
        --seconds 2.5 --fps 30 --val-fraction 0.0 --test-fraction 0.125 --workers "$CORES")
-build=(build --manifest "$WORK/raw/manifest.csv" --out "$DATA" --formats dali --shard-size 128
+build=(build --manifest "$WORK/raw/manifest.csv" --out "$DATA" --formats dali,ffcv --shard-size 128
        --workers "$CORES" --quiet)
 timeout "$LIMIT" "$BIN/inforeg-preprocess" "${synth[@]}" >"$data_log" 2>&1 &&
     timeout "$LIMIT" "$BIN/inforeg-preprocess" "${build[@]}" >>"$data_log" 2>&1
@@ -167,10 +167,8 @@ run_check dali-throughput dali_throughput
 # STFT run; the figure to compare with a training step's samples/s.
 ffcv_device() {
     with_data || return 1
-    local built="$WORK/ffcv-data" json="$WORK/ffcv.json"
-    "$BIN/inforeg-preprocess" build --manifest "$WORK/raw/manifest.csv" --out "$built" \
-        --formats ffcv --workers "$(nproc)" --quiet >/dev/null || return 1
-    "$BIN/inforeg-bench" loader --pipeline ffcv --data "$built" --split train --batch-size 64 \
+    local json="$WORK/ffcv.json"
+    "$BIN/inforeg-bench" loader --pipeline ffcv --data "$DATA" --split train --batch-size 64 \
         --workers 8 --batches 40 --device cuda --stage device --json "$json" >/dev/null || return 1
     "$PYTHON" - "$json" <<'EOF'
 import json, sys

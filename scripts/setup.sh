@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 TORCH_VERSION=2.13.0
-APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev)
+# ffcv compiles against OpenCV and libjpeg-turbo (found through pkg-config), ffcv and DeepSpeed's CPU op
+# need a C++ compiler and Python's headers; the venv needs Debian's venv module.
+APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev build-essential python3-dev python3-venv)
 STAMP="$VENV/.setup-stamp"
 
 want_stamp() {
@@ -19,7 +21,7 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(want_stamp)" ]]; then
     exit 0
 fi
 
-# 1. Debian packages: ffcv compiles against OpenCV and libjpeg-turbo, found through pkg-config.
+# 1. Debian packages (APT_PACKAGES above).
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -10,10 +10,14 @@ trap 'rm -f "$hostfile"' EXIT
 printf 'node0 slots=1\nnode1 slots=1\n' >"$hostfile"
 port=${MASTER_PORT:-29617}
 launch() {
-    .venv/bin/deepspeed --hostfile "$hostfile" --num_nodes 2 --num_gpus 1 --node_rank "$1" \
-        --master_addr 127.0.0.1 --master_port "$port" --no_ssh launch/train.py "${@:2}"
+    "${VENV:-.venv}/bin/deepspeed" --hostfile "$hostfile" --num_nodes 2 --num_gpus 1 \
+        --node_rank "$1" --master_addr 127.0.0.1 --master_port "$port" --no_ssh \
+        launch/train.py "${@:2}"
 }
-launch 1 "$@" >/dev/null &
+launch 1 "$@" >/dev/null &  # node 1's errors still reach stderr
 other=$!
-launch 0 "$@"
-wait "$other"
+node0=0
+launch 0 "$@" || node0=$?
+node1=0
+wait "$other" || node1=$?  # always collected, whatever node 0 did
+exit $((node0 ? node0 : node1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a test's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _numba_finalizer_key_error(unraisable: Any) -> bool:
@@ -55,6 +63,13 @@ def numba_finalizer_errors_dropped() -> Iterator[None]:
         gc.collect()
     finally:
         sys.unraisablehook = previous
+
+
+@pytest.fixture(autouse=True)
+def _free_loaders() -> Iterator[None]:
+    """Each test's FFCV loaders are freed before the next test, their harmless error dropped."""
+    with numba_finalizer_errors_dropped():
+        yield
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

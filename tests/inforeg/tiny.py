@@ -33,9 +33,3 @@ def tiny_batch(model: MultimodalModel, batch: int, seed: int) -> dict[str, Tenso
     if "text" in model.encoders:
         data["text"] = torch.randint(1, SPEC.vocab_size, (batch, SPEC.text_len), generator=gen)
     return data
-
-
-def random_grads(model: MultimodalModel, seed: int, dtype: torch.dtype = torch.float32) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=gen).to(dtype)

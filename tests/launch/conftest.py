@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from preprocess.cli import main as preprocess
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -35,12 +35,6 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build += ["--workers", "1"]
     assert preprocess(build) == 0
     return root / "shards"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def train_args(shards: Path, out: Path, *overrides: str) -> list[str]:

@@ -21,7 +21,8 @@ import torch
 from launch.audit import audit_run
 from launch.logs import read_records
 from launch.train import main as train_main
-from tests.launch.conftest import BIN, ROOT, clean_env, free_port, run_deepspeed, train_args
+from tests.conftest import free_port
+from tests.launch.conftest import BIN, ROOT, clean_env, run_deepspeed, train_args
 
 TIME_KEYS = {"samples_per_s", "data_wait_frac", "epoch_time_s"}
 
@@ -136,31 +137,20 @@ def test_killed_run_resumes_to_the_same_result(tiny_shards: Path, tmp_path: Path
 
 @pytest.mark.timeout(300)
 def test_two_nodes_on_one_machine(tiny_shards: Path, tmp_path: Path) -> None:
-    """Two launcher invocations (--num_nodes 2 --node_rank 0|1 --no_ssh), one rank each."""
-    hostfile = tmp_path / "hostfile"
-    hostfile.write_text("node0 slots=1\nnode1 slots=1\n")
+    """Two launcher invocations (--num_nodes 2 --node_rank 0|1 --no_ssh), one rank each, as
+    `scripts/two_nodes.sh` (the shipped script) starts them."""
     out = tmp_path / "nodes"
-    port = str(free_port())
-    procs = []
-    for node_rank in (0, 1):
-        cmd = [str(BIN / "deepspeed"), "--hostfile", str(hostfile), "--num_nodes", "2"]
-        cmd += ["--num_gpus", "1", "--node_rank", str(node_rank), "--master_addr", "127.0.0.1"]
-        cmd += ["--master_port", port, "--no_ssh", str(ROOT / "launch" / "train.py")]
-        cmd += train_args(tiny_shards, out, "regulator.name=inforeg", "run.epochs=2")
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=clean_env(),
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        )
-    outputs = [p.communicate(timeout=280) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, stdout[-2000:] + stderr[-4000:]
-    assert "2 rank(s)" in outputs[0][0]
+    args = train_args(tiny_shards, out, "regulator.name=inforeg", "run.epochs=2")
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "two_nodes.sh"), *args],
+        cwd=ROOT,
+        env={**clean_env(), "MASTER_PORT": str(free_port())},
+        text=True,
+        capture_output=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "2 rank(s)" in run.stdout
     assert audit_run(out) == []
 
 

@@ -1,15 +1,12 @@
-"""A small real dataset, synthesized and built once per session with every format; and the one
-known-harmless error FFCV leaves when a loader is freed, dropped where it is raised."""
+"""A small real dataset, synthesized and built once per session with every format."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from preprocess.cli import main as preprocess_main
-from tests.conftest import numba_finalizer_errors_dropped
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +22,3 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build += ["--formats", "ffcv,dali,frames", "--frame-size", "96", "--workers", "2", "--quiet"]
     assert preprocess_main(build) == 0
     return out
-
-
-@pytest.fixture(autouse=True)
-def _free_loaders() -> Iterator[None]:
-    """Each test's loaders are freed before the next test, FFCV's harmless error dropped."""
-    with numba_finalizer_errors_dropped():
-        yield

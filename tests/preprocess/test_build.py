@@ -36,10 +36,6 @@ from preprocess.schema import (
 from preprocess.writers.frames import read_index
 from tests.preprocess.conftest import BUILD_ARGS
 
-# numba's dispatcher finalizer raises KeyError when FFCV's Loader compiles the same helper twice
-# (numba 0.68 + ffcv 1.0.2); it is reported at garbage collection, after the reads succeeded.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 FPS = float(BUILD_ARGS[BUILD_ARGS.index("--fps") + 1])
 FRAME_SIZE = int(BUILD_ARGS[BUILD_ARGS.index("--frame-size") + 1])
 

@@ -5,7 +5,6 @@ all-gather); and both layouts train the same model."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from inforeg.config import RegulatorConfig
 from inforeg.groups import ModalityGroups
 from inforeg.kernels import FlatGradients, GradientView, ParamGradients
 from inforeg.regulators import build_regulator
+from tests.conftest import free_port
 from tests.inforeg.tiny import tiny_batch, tiny_model
 
 WORLD = 2
@@ -111,12 +111,6 @@ def worker(rank: int, port: int, out: str) -> None:
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.timeout(120)
