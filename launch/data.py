@@ -14,11 +14,11 @@ from inforeg.model import InputSpec, ModelConfig
 from launch.config import DataConfig
 from launch.distributed import DistInfo
 from launch.typed import ConfigError
+from pipelines import PIPELINE_FORMAT
 from pipelines.contract import LoaderSpec
 from preprocess.schema import DatasetInfo, load_dataset_info
 
 # which stored format each pipeline reads
-PIPELINE_FORMAT = {"ffcv": "ffcv", "dali": "dali", "reference": "frames"}
 
 
 @dataclass(frozen=True)

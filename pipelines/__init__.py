@@ -22,6 +22,9 @@ PIPELINES: dict[str, str] = {
     "reference": "pipelines.reference:build",
 }
 
+# pipeline name -> the dataset format it reads (`inforeg-preprocess build --formats`).
+PIPELINE_FORMAT: dict[str, str] = {"ffcv": "ffcv", "dali": "dali", "reference": "frames"}
+
 
 def build_loader(spec: LoaderSpec) -> Loader:
     """The loader `spec.pipeline` names, built from `spec` (ValueError for an unknown name)."""
@@ -38,4 +41,4 @@ def build_loader(spec: LoaderSpec) -> Loader:
     return loader
 
 
-__all__ = ["PIPELINES", "Loader", "LoaderError", "LoaderSpec", "build_loader"]
+__all__ = ["PIPELINES", "PIPELINE_FORMAT", "Loader", "LoaderError", "LoaderSpec", "build_loader"]

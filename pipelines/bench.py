@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 import psutil
 
+from pipelines import PIPELINE_FORMAT
 from pipelines.contract import LoaderSpec
 from preprocess.schema import VIDEO, DatasetInfo, ffcv_file, load_dataset_info
-
-PIPELINE_FORMAT = {"ffcv": "ffcv", "dali": "dali", "reference": "frames"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ uint8 frames -> normalised float, int16 PCM -> audio features) is one function u
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -480,6 +481,7 @@ def normalize_video(
     return out
 
 
+@functools.lru_cache(maxsize=16)  # per device and parameters: built once, only ever read
 def mel_filterbank(
     n_freqs: int,
     n_mels: int,
@@ -507,6 +509,12 @@ def mel_filterbank(
     return torch.minimum(down, up).clamp_min(0.0).to(torch.float32)
 
 
+@functools.lru_cache(maxsize=16)  # per device and length: built once, only ever read
+def hann_window(length: int, device: torch.device) -> torch.Tensor:
+    """The periodic Hann window (librosa's), on `device`."""
+    return torch.hann_window(length, periodic=True, device=device)
+
+
 def audio_features(wave: torch.Tensor, features: AudioFeatures, sample_rate: int) -> torch.Tensor:
     """float (B, N) waveform in [-1, 1] -> float32 (B, 1, F, T), on `wave`'s device.
 
@@ -516,7 +524,7 @@ def audio_features(wave: torch.Tensor, features: AudioFeatures, sample_rate: int
     if features.window != "hann":
         raise ValueError(f"audio features: window {features.window!r} is not supported (hann)")
     x = wave.to(torch.float32)
-    window = torch.hann_window(features.win_length, periodic=True, device=x.device)
+    window = hann_window(features.win_length, x.device)
     spec = torch.stft(
         x,
         n_fft=features.n_fft,

@@ -50,6 +50,7 @@ from pipelines.contract import (
     VideoParams,
     counter_hash,
     finish_batch,
+    num_batches,
     video_params,
 )
 from pipelines.dali_shards import (
@@ -373,10 +374,10 @@ class DaliLoader(CursorLoader):
 
     def _num_batches(self) -> int:
         spec, n = self.spec, self.shards.samples
-        if spec.train:
-            return n // (spec.world_size * spec.batch_size)
+        if spec.train:  # every rank the same number of full batches
+            return num_batches(n // spec.world_size, spec.batch_size, True)
         start, stop = dali_part(n, spec.rank, spec.world_size)
-        return -(-(stop - start) // spec.batch_size)
+        return num_batches(stop - start, spec.batch_size, False)
 
     def graph_params(self, epoch: int) -> GraphParams:
         """The epoch's graph: the rank's part (rotating in train), the shuffle and its seed."""

@@ -9,7 +9,6 @@ failed on a batch, to name the damaged sample.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import mmap
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from preprocess.schema import (
     DatasetInfo,
     dali_index,
     dali_key,
+    file_digest,
 )
 
 FRAMES, OFFSETS = "frames", "offsets"
@@ -190,13 +190,10 @@ def verify_files(root: Path, info: DatasetInfo, paths: Sequence[Path]) -> None:
         expected = info.files.get(rel)
         if expected is None:
             raise DaliDataError(f"{path}: not listed in dataset.json's files (cannot be verified)")
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-        if digest.hexdigest() != expected.sha256:
+        actual = file_digest(path).sha256
+        if actual != expected.sha256:
             raise DaliDataError(
-                f"{path}: sha256 {digest.hexdigest()} differs from dataset.json's "
+                f"{path}: sha256 {actual} differs from dataset.json's "
                 f"{expected.sha256}: the shard was damaged or changed after the build"
             )
 

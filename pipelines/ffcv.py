@@ -20,11 +20,9 @@ What this module adds to FFCV, and why:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import queue
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,17 +54,18 @@ from pipelines.ffcv_decoders import (
     set_params,
 )
 from preprocess.ffcv_fields import CUSTOM_FIELDS
-from preprocess.schema import AUDIO, INDEX, LABEL, TEXT, VIDEO, DatasetInfo, load_dataset_info
+from preprocess.schema import (
+    AUDIO,
+    INDEX,
+    LABEL,
+    TEXT,
+    VIDEO,
+    DatasetInfo,
+    file_digest,
+    load_dataset_info,
+)
 
 _FAILED = object()  # queue sentinel: the loader thread raised (the exception is on the iterator)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _GuardedEpoch(EpochIterator):
@@ -219,7 +218,7 @@ class FFCVLoader(CursorLoader):
             raise ValueError(f"{self.path}: missing (listed in dataset.json)")
         if spec.verify:
             want = info.files[split.ffcv].sha256
-            if file_sha256(self.path) != want:
+            if file_digest(self.path).sha256 != want:
                 raise ValueError(
                     f"{self.path}: sha256 mismatch with dataset.json (corrupt file): the bytes "
                     "changed since the build; rebuild or restore it"
@@ -300,7 +299,7 @@ class FFCVLoader(CursorLoader):
             return
         # FFCV's epoch iterator reads the metadata from the reader when it starts.
         self.loader.reader.metadata = self._metadata(epoch, order)
-        it = _keep_torch_threads(self.loader.epoch, order.astype(np.uint64), self.video_column)
+        it = self.loader.epoch(order.astype(np.uint64), self.video_column)
         try:
             while (result := it.next_batch(self.spec.timeout_s)) is not None:
                 yield dict(zip(self.names, result, strict=True))
