@@ -52,6 +52,7 @@ from preprocess.schema import (
     DATASET_JSON,
     ERRORS_JSONL,
     FORMAT_VERSION,
+    FORMATS,
     LOCK_FILE,
     SCALAR_DTYPE,
     STAGING_DIR,
@@ -77,7 +78,6 @@ from preprocess.writers import frames as frames_writer
 
 T = TypeVar("T")
 R = TypeVar("R")
-OUTPUT_DIRS = ("ffcv", "dali", "frames")
 
 
 class BuildError(RuntimeError):
@@ -112,7 +112,6 @@ class BuildResult:
     """Samples processed by this run (the rest were reused from the staging area)."""
     process_seconds: float
     seconds: float
-    up_to_date: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,8 +208,7 @@ def _process_one(job: _ProcessJob, row: ManifestRow) -> _Summary:
     if existing is not None:
         return _summary_of(existing, reused=True)
     result = process_row(row, job.root, job.options, job.modalities, job.classes, job.frames_root)
-    if isinstance(result, list):
-        records.write_errors(job.records, row.id, result)
+    if isinstance(result, list):  # processed again by a resumed build (its input may be mended)
         return _Summary(id=row.id, errors=tuple(result))
     records.write_record(job.records, result)
     return _summary_of(result, reused=False)
@@ -383,7 +381,7 @@ def _prepare_folder(out: Path, config: str, overwrite: bool) -> DatasetInfo | No
                 "pass --overwrite to replace it, or choose another --out"
             )
     elif not (out / STAGING_DIR).exists():
-        foreign = [n for n in (*OUTPUT_DIRS, ERRORS_JSONL, VOCAB_TXT) if (out / n).exists()]
+        foreign = [n for n in (*FORMATS, ERRORS_JSONL, VOCAB_TXT) if (out / n).exists()]
         if foreign and not overwrite:
             raise BuildError(
                 f"{out} has {', '.join(foreign)} but no dataset.json or staging area of this "
@@ -392,7 +390,7 @@ def _prepare_folder(out: Path, config: str, overwrite: bool) -> DatasetInfo | No
     if overwrite:
         for name in (DATASET_JSON, ERRORS_JSONL, VOCAB_TXT):
             (out / name).unlink(missing_ok=True)
-        for name in OUTPUT_DIRS:
+        for name in FORMATS:
             shutil.rmtree(out / name, ignore_errors=True)
     return None
 
@@ -507,19 +505,8 @@ def build(
             if not problems:
                 total = len(manifest.rows)
                 bad = total - sum(s.samples for s in existing.splits.values())
-                rate = bad / total
                 log(f"build: {out} is up to date and verified ({total - bad} samples)")
-                return BuildResult(
-                    info=existing,
-                    total=total,
-                    bad=bad,
-                    error_rate=rate,
-                    exceeded=rate > settings.max_error_rate,
-                    processed=0,
-                    process_seconds=0.0,
-                    seconds=time.perf_counter() - started,
-                    up_to_date=True,
-                )
+                return _result(existing, total, bad, 0, 0.0, started, settings)
             log(f"build: {out} fails verification ({len(problems)} problem(s)); rebuilding")
         # From here until the end dataset.json is absent: its presence means "complete".
         (out / DATASET_JSON).unlink(missing_ok=True)
@@ -554,6 +541,7 @@ def build(
                 stage,
                 config,
                 manifest,
+                manifest_sha,
                 options,
                 modalities,
                 classes,
@@ -563,21 +551,33 @@ def build(
             )
         total = len(manifest.rows)
         bad = sum(1 for s in summaries.values() if s.errors)
-        rate = bad / total
         if not settings.keep_staging:
             shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
-        result = BuildResult(
-            info=info,
-            total=total,
-            bad=bad,
-            error_rate=rate,
-            exceeded=rate > settings.max_error_rate,
-            processed=processed,
-            process_seconds=process_seconds,
-            seconds=time.perf_counter() - started,
-        )
+        result = _result(info, total, bad, processed, process_seconds, started, settings)
         log(summary_text(out, result))
         return result
+
+
+def _result(
+    info: DatasetInfo,
+    total: int,
+    bad: int,
+    processed: int,
+    process_seconds: float,
+    started: float,
+    settings: RunSettings,
+) -> BuildResult:
+    rate = bad / total
+    return BuildResult(
+        info=info,
+        total=total,
+        bad=bad,
+        error_rate=rate,
+        exceeded=rate > settings.max_error_rate,
+        processed=processed,
+        process_seconds=process_seconds,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _assemble(
@@ -585,6 +585,7 @@ def _assemble(
     stage: Path,
     config: str,
     manifest: Manifest,
+    manifest_sha: str,
     options: BuildOptions,
     modalities: tuple[str, ...],
     classes: tuple[str, ...],
@@ -674,7 +675,7 @@ def _assemble(
             ),
             frames_index=frames_rel,
         )
-    for top in OUTPUT_DIRS:
+    for top in FORMATS:
         frames_writer.remove_stale(out, set(files), top)
 
     errors = [e for r in manifest.rows for e in summaries[r.id].errors]
@@ -691,7 +692,7 @@ def _assemble(
         format_version=FORMAT_VERSION,
         tool_version=preprocess.__version__,
         manifest_path=str(manifest.path),
-        manifest_sha256=manifest.digest(),
+        manifest_sha256=manifest_sha,
         config_sha256=config,
         options=options,
         classes=classes,

@@ -129,17 +129,14 @@ def _open(path: Path) -> av.container.InputContainer:
         raise MediaError(f"cannot open: {e.strerror or e}") from e
 
 
-def decode_video_frames(
-    path: Path, keep: Callable[[float], bool]
-) -> tuple[list[np.ndarray], list[float], tuple[int, int]]:
+def decode_video_frames(path: Path, keep: Callable[[float], bool]) -> list[np.ndarray]:
     """Decode the first video stream; return the RGB frames (H, W, 3) uint8 that `keep(t)` accepts.
 
     `t` is the frame's time in seconds from the first frame. Only kept frames are converted to RGB
-    (the conversion costs as much as the decode). Returns (frames, their times, (height, width)).
+    (the conversion costs as much as the decode).
     The decoder runs on one thread: parallelism comes from one process per clip.
     """
     frames: list[np.ndarray] = []
-    times: list[float] = []
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError("no video stream")
@@ -147,20 +144,17 @@ def decode_video_frames(
         stream.codec_context.thread_count = 1
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         t0: float | None = None
-        size = (0, 0)
         try:
             for i, frame in enumerate(container.decode(stream)):
                 t = frame.time if frame.time is not None else i / rate
                 t0 = t if t0 is None else t0
-                size = (frame.height, frame.width)
                 if keep(t - t0):
                     frames.append(frame.to_ndarray(format="rgb24"))
-                    times.append(t - t0)
         except av.FFmpegError as e:
             raise MediaError(f"decode failed: {e.strerror or e}") from e
         if t0 is None:
             raise MediaError("video stream has no decodable frame")
-    return frames, times, size
+    return frames
 
 
 def decode_audio(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:

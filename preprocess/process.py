@@ -27,7 +27,17 @@ from preprocess.media import (
     to_int16,
     write_wav,
 )
-from preprocess.schema import AUDIO, PAD_ID, PAD_TOKEN, TEXT, UNK_ID, UNK_TOKEN, VIDEO, BuildOptions
+from preprocess.schema import (
+    AUDIO,
+    PAD_ID,
+    PAD_TOKEN,
+    TEXT,
+    UNK_ID,
+    UNK_TOKEN,
+    VIDEO,
+    BuildOptions,
+    file_digest,
+)
 
 FRAME_TIME_TOLERANCE = 1e-3
 """Seconds: a frame stamped this much before a target time still counts as at the target (rounded
@@ -162,14 +172,11 @@ def frames_folder(sample_id: str) -> str:
     return "~" + hashlib.sha256(sample_id.encode("utf-8")).hexdigest()[:32]
 
 
-def _digest(path: Path) -> tuple[str, int]:
-    data = path.read_bytes()
-    return hashlib.sha256(data).hexdigest(), len(data)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
+def _write_bytes(path: Path, data: bytes) -> tuple[str, int]:
+    """Write `data` atomically; its sha256 and size (from memory, not read back)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest(), len(data)
 
 
 def write_frames_format(
@@ -186,12 +193,12 @@ def write_frames_format(
     written: dict[str, tuple[str, int]] = {}
     for i, rgb in enumerate(rgb_frames, start=1):
         rel = f"{split}/{folder}/{i:05d}.jpg"
-        _write_bytes(frames_root / rel, encode_jpeg(rgb, quality))
-        written[f"frames/{rel}"] = _digest(frames_root / rel)
+        written[f"frames/{rel}"] = _write_bytes(frames_root / rel, encode_jpeg(rgb, quality))
     if source_audio is not None:
         rel = f"{split}/{folder}.wav"
         write_wav(frames_root / rel, source_audio[0], source_audio[1])
-        written[f"frames/{rel}"] = _digest(frames_root / rel)
+        digest = file_digest(frames_root / rel)
+        written[f"frames/{rel}"] = (digest.sha256, digest.bytes)
     return written
 
 
@@ -222,7 +229,7 @@ def process_row(
     if VIDEO in modalities and row.video is not None:
         path = root / row.video
         try:
-            rgb_frames, _, _ = decode_video_frames(path, FrameSelector(options.fps))
+            rgb_frames = decode_video_frames(path, FrameSelector(options.fps))
             rgb_frames = [rgb_frames[i] for i in evenly_spaced(len(rgb_frames), options.max_frames)]
             if len(rgb_frames) < options.min_frames:
                 raise MediaError(

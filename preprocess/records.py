@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from preprocess.media import atomic_path
-from preprocess.process import ProcessedSample, SampleError
+from preprocess.process import ProcessedSample
 
 
 def record_name(sample_id: str) -> str:
@@ -27,10 +26,6 @@ def record_name(sample_id: str) -> str:
 
 def record_path(records: Path, sample_id: str) -> Path:
     return records / f"{record_name(sample_id)}.npz"
-
-
-def error_path(records: Path, sample_id: str) -> Path:
-    return records / f"{record_name(sample_id)}.err.json"
 
 
 def write_record(records: Path, sample: ProcessedSample) -> Path:
@@ -49,16 +44,6 @@ def write_record(records: Path, sample: ProcessedSample) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         np.savez(f, allow_pickle=False, **arrays)
-    error_path(records, sample.id).unlink(missing_ok=True)
-    return path
-
-
-def write_errors(records: Path, sample_id: str, errors: list[SampleError]) -> Path:
-    path = error_path(records, sample_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps([asdict(e) for e in errors]) + "\n")
-    record_path(records, sample_id).unlink(missing_ok=True)
     return path
 
 
@@ -84,11 +69,3 @@ def read_record(records: Path, sample_id: str) -> ProcessedSample | None:
         audio=audio,
         frames_files={k: (v[0], int(v[1])) for k, v in frames_files.items()},
     )
-
-
-def read_errors(records: Path, sample_id: str) -> list[SampleError] | None:
-    try:
-        data = json.loads(error_path(records, sample_id).read_text(encoding="utf-8"))
-        return [SampleError(**e) for e in data]
-    except (OSError, ValueError, TypeError):
-        return None

@@ -56,6 +56,8 @@ DALI_MEMBERS: dict[str, str] = {
     "label": "<i8 (1,): class position",
     "index": "<i8 (1,): position in the split",
 }
+_MEMBER_MODALITY = {"frames": VIDEO, "offsets": VIDEO, "audio": AUDIO, "text": TEXT}
+"""The modality a member exists for; the others are in every sample."""
 DALI_INDEX_VERSION = "v1.2"
 
 AUDIO_FEATURE_KINDS: tuple[str, ...] = ("log_stft", "log_mel")
@@ -342,14 +344,7 @@ class DatasetInfo:
     @property
     def dali_members(self) -> tuple[str, ...]:
         """The tar member extensions of each sample, in tar order."""
-        members = ["id"]
-        if VIDEO in self.modalities:
-            members += ["frames", "offsets"]
-        if AUDIO in self.modalities:
-            members.append("audio")
-        if TEXT in self.modalities:
-            members.append("text")
-        return (*members, "label", "index")
+        return tuple(m for m in DALI_MEMBERS if _MEMBER_MODALITY.get(m) in (None, *self.modalities))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

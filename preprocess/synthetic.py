@@ -19,7 +19,6 @@ video insufficient, the imbalance InfoReg targets. Everything is a pure function
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from preprocess.manifest import ManifestRow, write_manifest
 from preprocess.media import write_mp4, write_wav
+from preprocess.parallel import map_in_processes
 
 MODALITIES = ("video", "audio", "text")
 _SYLLABLES = ("ka", "lo", "mi", "ru", "te", "sa", "no", "pi", "ve", "do", "zu", "fa", "ge", "ho")
@@ -226,12 +226,6 @@ def synthesize(out: Path, cfg: SynthConfig, workers: int = 1) -> Path:
     labels = sample_labels(cfg)
     splits = assign_splits(cfg, labels)
     tasks = [(out, cfg, i, int(labels[i]), splits[i]) for i in range(cfg.samples)]
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            rows = pool.map(
-                _write_sample_task, tasks, chunksize=max(1, len(tasks) // (8 * workers))
-            )
-    else:
-        rows = [_write_sample_task(t) for t in tasks]
+    rows = map_in_processes(_write_sample_task, tasks, workers)
     (out / "synth.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return write_manifest(out / "manifest.csv", rows)

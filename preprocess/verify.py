@@ -7,14 +7,15 @@ other indices than recorded, an errors.jsonl of another length.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from preprocess.parallel import map_in_processes
 from preprocess.schema import (
     ERRORS_JSONL,
+    FORMATS,
     INDEX,
     LABEL,
     DatasetInfo,
@@ -27,8 +28,6 @@ from preprocess.schema import (
 from preprocess.writers import dali as dali_writer
 from preprocess.writers import frames as frames_writer
 
-OUTPUT_DIRS = ("ffcv", "dali", "frames")
-
 
 def _hash(path: Path) -> FileDigest | None:
     return file_digest(path) if path.is_file() else None
@@ -37,11 +36,7 @@ def _hash(path: Path) -> FileDigest | None:
 def _check_hashes(root: Path, info: DatasetInfo, workers: int) -> list[str]:
     rels = sorted(info.files)
     paths = [root / rel for rel in rels]
-    if workers > 1 and len(paths) > 8:
-        with mp.get_context("spawn").Pool(min(workers, len(paths))) as pool:
-            found = pool.map(_hash, paths, chunksize=max(1, len(paths) // (8 * workers)))
-    else:
-        found = [_hash(p) for p in paths]
+    found = map_in_processes(_hash, paths, workers if len(paths) > 8 else 1)
     problems = []
     for rel, digest in zip(rels, found, strict=True):
         expected = info.files[rel]
@@ -54,7 +49,7 @@ def _check_hashes(root: Path, info: DatasetInfo, workers: int) -> list[str]:
                 f"{rel}: sha256 {digest.sha256[:16]}... differs from dataset.json's "
                 f"{expected.sha256[:16]}... (file changed or corrupt)"
             )
-    for top in OUTPUT_DIRS:
+    for top in FORMATS:
         base = root / top
         if base.is_dir():
             for path in sorted(base.rglob("*")):

@@ -20,9 +20,7 @@ the original AV-MNIST (Vielzeuf et al., 2018, which removed 75% of the images' e
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
-import multiprocessing as mp
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,8 @@ import numpy as np
 
 from preprocess.manifest import ManifestRow, write_manifest
 from preprocess.media import write_mp4
+from preprocess.parallel import map_in_processes
+from preprocess.schema import file_digest
 from preprocess.sources import relative_to
 
 MNIST_FILES = {
@@ -97,7 +97,7 @@ def verify_checksums(source: Path) -> int:
         path = source / name
         if not path.is_file():
             problems.append(f"{name}: missing")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        elif file_digest(path).sha256 != expected:
             problems.append(f"{name}: sha256 differs from SHA256SUMS")
     if problems:
         shown = "\n  ".join(problems[:20])
@@ -249,12 +249,7 @@ def avmnist_manifest(source: Path, out: Path, cfg: AVMNISTConfig, workers: int =
                     per = counts.setdefault(split, {})
                     per[str(digit)] = per.get(str(digit), 0) + 1
     out.mkdir(parents=True, exist_ok=True)
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool_:
-            pool_.map(_render_task, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
-    else:
-        for task in tasks:
-            _render_task(task)
+    map_in_processes(_render_task, tasks, workers)
     order = {"train": 0, "val": 1, "test": 2}
     rows.sort(key=lambda r: (order[r.split], r.label, r.id))
     meta = {

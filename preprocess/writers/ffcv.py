@@ -15,7 +15,7 @@ of the current page starts a new one.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -78,7 +78,6 @@ def write_beton(
     samples: Iterable[tuple[Any, ...]],
     num_samples: int,
     page_size: int,
-    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Write `num_samples` samples (tuples of field values in `fields` order) to `path` directly.
 
@@ -131,8 +130,6 @@ def write_beton(
                         pages.allocations.pop()  # this sample restarts on a fresh page
                     pages.new_page()
             written += 1
-            if progress is not None:
-                progress(1)
         if written != num_samples:
             raise ValueError(f"{path}: {written} samples written, {num_samples} announced")
         pages.flush()
