@@ -1,0 +1,1 @@
+"""Benchmarks: what `inforeg-bench` runs, kept out of the library packages."""

@@ -1,0 +1,1 @@
+"""What reads finished runs: reports, comparisons, audits and the studies."""
