@@ -42,7 +42,7 @@ demo: setup
 # are skipped and interrupted ones resumed, so re-running regenerates the report from the same runs.
 .PHONY: study-avmnist
 study-avmnist: setup
-	$(PY) -m launch.study avmnist $(STUDY_ARGS)
+	$(PY) -m studies.runner avmnist $(STUDY_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

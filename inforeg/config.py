@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-REGULATORS = ("joint", "ogm_ge", "inforeg")
+from inforeg import kernels
+from inforeg.functional import SCORE_KINDS
+from inforeg.regulators import regulator_class
+
 VARIANTS = ("paper", "official")
-SCORE_KINDS = ("nll", "prob_sum", "prob_mean")
 SCHEDULES = ("window", "always", "outside_window")
-IMPLS = ("auto", "reference", "foreach", "flat")
+IMPLS = ("auto", *kernels.IMPLS)
 
 # Each variant's defaults (METHOD.md): the paper's Eq. 8 / Eq. 11 and the official code's.
 VARIANT_SCORE = {"paper": "nll", "official": "prob_sum"}
@@ -71,7 +73,7 @@ class RegulatorConfig:
     """ogm_ge: seed of the GE noise generator (reseeded each step from seed, step and rank)."""
 
     def __post_init__(self) -> None:
-        _choice("name", self.name, REGULATORS)
+        method = regulator_class(self.name)  # the registry is the one list of names
         _choice("variant", self.variant, VARIANTS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("impl", self.impl, IMPLS)
@@ -83,8 +85,6 @@ class RegulatorConfig:
             raise ValueError(f"regulator.ge must be true or false, got {self.ge!r}")
         if self.score is not None:
             _choice("score", self.score, SCORE_KINDS)
-            if self.name == "ogm_ge" and self.score != "prob_sum":
-                raise ValueError("regulator.score: ogm_ge is defined on prob_sum scores")
         for field_name in ("beta", "alpha"):
             _positive(field_name, getattr(self, field_name))
         for field_name in ("official_lead_coef", "official_other_coef"):
@@ -101,6 +101,7 @@ class RegulatorConfig:
         _int_at_least("modulation_starts", self.modulation_starts, 0)
         _int_at_least("modulation_ends", self.modulation_ends, self.modulation_starts)
         _int_at_least("noise_seed", self.noise_seed, 0)
+        method.check_config(self)
 
     @property
     def resolved_score(self) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from einops import rearrange, reduce
 from torch import Tensor, nn
 
 ENCODER_KINDS = ("resnet18", "cnn", "transformer", "mlp")
@@ -137,12 +138,11 @@ class ImageEncoder(nn.Module):
         self.out_dim = trunk_channels if dim is None else dim
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if x.dim() == 5:  # (B, K, C, H, W)
-            b, k = x.shape[:2]
-            fmap = self.trunk(x.flatten(0, 1))  # (B*K, D, h, w)
-            pooled = fmap.unflatten(0, (b, k)).mean(dim=(1, 3, 4))  # (B, D)
-        else:  # (B, C, F, T)
-            pooled = self.trunk(x).mean(dim=(2, 3))
+        if x.dim() == 5:  # frames: the K frames of a clip pass the trunk as K images
+            fmap = self.trunk(rearrange(x, "b k c h w -> (b k) c h w"))
+            pooled = reduce(fmap, "(b k) d h w -> b d", "mean", b=x.shape[0])
+        else:  # a spectrogram (B, C, F, T)
+            pooled = reduce(self.trunk(x), "b d f t -> b d", "mean")
         return self.proj(pooled)
 
 
@@ -182,8 +182,9 @@ class TextBagEncoder(nn.Module):
 
 def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
     """Mean of h (B, L, D) over positions where mask (B, L) is True; zeros for empty rows."""
-    weights = mask.unsqueeze(-1).to(h.dtype)
-    return (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    weights = rearrange(mask, "b l -> b l 1").to(h.dtype)
+    total = reduce(h * weights, "b l d -> b d", "sum")
+    return total / reduce(weights, "b l 1 -> b 1", "sum").clamp_min(1.0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,18 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from inforeg.config import RegulatorConfig
 from inforeg.model import ModelConfig
 from launch.typed import ConfigError, apply_overrides, from_mapping, read_yaml, to_mapping
-
-PIPELINES = ("ffcv", "dali", "reference")
+from pipelines import PIPELINES, LoaderSpec
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     dir: str
     """Folder written by `inforeg-preprocess build` (holds dataset.json)."""
-    pipeline: Literal["ffcv", "dali", "reference"] = "ffcv"
+    pipeline: str = "ffcv"
+    """Which loader (`pipelines.PIPELINES`): ffcv | dali | reference."""
     frames: int = 3
     """K frames per clip (random in train, evenly spaced in eval)."""
     size: int = 224
@@ -48,6 +50,32 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_batch_size < 0:
             raise ValueError("data.eval_batch_size must be >= 0")
+        if self.pipeline not in PIPELINES:
+            raise ValueError(
+                f"data.pipeline: must be one of {tuple(PIPELINES)}, got {self.pipeline!r}"
+            )
+
+    def loader_spec(
+        self, split: str, train: bool, seed: int, rank: int, world_size: int, device: torch.device
+    ) -> LoaderSpec:
+        """The loader of `split` (train: this config's batch size and order; eval: sequential,
+        eval_batch_size) for one rank."""
+        return LoaderSpec(
+            pipeline=self.pipeline,
+            data_dir=Path(self.dir),
+            split=split,
+            train=train,
+            batch_size=self.batch_size if train else self.eval_batch_size or self.batch_size,
+            frames=self.frames,
+            size=self.size,
+            workers=self.workers,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            device=device,
+            order=self.order if train else "sequential",
+            os_cache=self.os_cache,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,29 +8,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from inforeg.model import InputSpec, ModelConfig
 from launch.config import DataConfig
 from launch.distributed import DistInfo
 from launch.typed import ConfigError
-from pipelines import PIPELINE_FORMAT
-from pipelines.contract import LoaderSpec
+from pipelines import PIPELINE_FORMAT, Loader
 from preprocess.schema import DatasetInfo, load_dataset_info
 
-# which stored format each pipeline reads
+
+@dataclass(frozen=True)
+class Dataset:
+    """A checked dataset folder: its dataset.json (read once per rank) and the split evaluated."""
+
+    info: DatasetInfo
+    eval_split: str
 
 
 @dataclass(frozen=True)
 class Data:
     info: DatasetInfo
-    train: Any  # pipelines.contract.Loader
-    eval: Any
+    train: Loader
+    eval: Loader
     eval_split: str
     input_spec: InputSpec
 
 
-def check_dataset(cfg: DataConfig, model: ModelConfig) -> tuple[DatasetInfo, str]:
+def check_dataset(cfg: DataConfig, model: ModelConfig) -> Dataset:
     """The dataset's description and the split to evaluate; ConfigError naming key or path."""
     root = Path(cfg.dir)
     if not root.is_dir():
@@ -57,7 +61,7 @@ def check_dataset(cfg: DataConfig, model: ModelConfig) -> tuple[DatasetInfo, str
     )
     if not eval_split or eval_split not in info.splits:
         raise ConfigError(f"data.eval_split: {root} has no '{cfg.eval_split or 'val/test'}' split")
-    return info, eval_split
+    return Dataset(info, eval_split)
 
 
 def input_spec(info: DatasetInfo) -> InputSpec:
@@ -68,34 +72,17 @@ def input_spec(info: DatasetInfo) -> InputSpec:
     )
 
 
-def build_data(cfg: DataConfig, model: ModelConfig, dist: DistInfo, seed: int) -> Data:
+def build_data(cfg: DataConfig, dataset: Dataset, dist: DistInfo, seed: int) -> Data:
     from pipelines import build_loader
 
-    info, eval_split = check_dataset(cfg, model)
-
-    def spec(split: str, train: bool, batch_size: int) -> LoaderSpec:
-        return LoaderSpec(
-            pipeline=cfg.pipeline,
-            data_dir=Path(cfg.dir),
-            split=split,
-            train=train,
-            batch_size=batch_size,
-            frames=cfg.frames,
-            size=cfg.size,
-            workers=cfg.workers,
-            seed=seed,
-            rank=dist.rank,
-            world_size=dist.world_size,
-            device=dist.device,
-            order=cfg.order if train else "sequential",
-            os_cache=cfg.os_cache,
-        )
+    def loader(split: str, train: bool) -> Loader:
+        spec = cfg.loader_spec(split, train, seed, dist.rank, dist.world_size, dist.device)
+        return build_loader(spec)
 
     try:
-        train = build_loader(spec(cfg.train_split, True, cfg.batch_size))
-        evaluation = build_loader(spec(eval_split, False, cfg.eval_batch_size or cfg.batch_size))
+        train = loader(cfg.train_split, True)
+        evaluation = loader(dataset.eval_split, False)
     except ValueError as e:  # e.g. a batch larger than the split, a world larger than the split
         raise ConfigError(f"data (pipeline {cfg.pipeline}, {cfg.dir}): {e}") from e
-    return Data(
-        info=info, train=train, eval=evaluation, eval_split=eval_split, input_spec=input_spec(info)
-    )
+    info = dataset.info
+    return Data(info, train, evaluation, dataset.eval_split, input_spec(info))

@@ -1,14 +1,4 @@
-"""Run logs on rank 0: ``metrics.jsonl`` (the schema below), TensorBoard, a progress bar.
-
-Step records, every ``log_every`` steps::
-
-    {"kind": "step", "epoch", "step", "loss", "score.<m>", "gap.<m>", "alpha.<m>",
-     "regulated.<m>", "lr", "samples_per_s", "data_wait_frac"}
-
-Epoch records, once per epoch::
-
-    {"kind": "epoch", "epoch", "trace.<m>", "window_open.<m>", "acc", "acc.<m>", "macro_f1",
-     "loss", "epoch_time_s", "samples_per_s"}
+"""Run logs on rank 0: ``metrics.jsonl`` (its schema: `launch.records`), TensorBoard, a bar.
 
 On resume, the file is cut back to its length when the checkpoint was taken, so records written
 after that point by the killed run are not duplicated; TensorBoard purges the same steps.
@@ -16,7 +6,6 @@ after that point by the killed run are not duplicated; TensorBoard purges the sa
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -24,11 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN/inf; a missing measurement is null
-    return value
+from launch.records import Record, dumps
 
 
 class RunLog:
@@ -62,14 +47,14 @@ class RunLog:
         self._file.flush()
         return os.fstat(self._file.fileno()).st_size
 
-    def write(self, record: dict[str, Any], tb_step: int) -> None:
+    def write(self, record: Record, tb_step: int) -> None:
         if self._file is None:
             return
-        clean = {k: _finite_or_none(v) for k, v in record.items()}
-        self._file.write(json.dumps(clean) + "\n")
+        self._file.write(dumps(record) + "\n")
         self._file.flush()
-        kind = record["kind"]
-        for key, value in record.items():
+        flat = record.to_json()
+        kind = flat["kind"]
+        for key, value in flat.items():
             if key in ("kind", "epoch", "step") or not isinstance(value, int | float):
                 continue
             if isinstance(value, float) and not math.isfinite(value):
@@ -102,13 +87,3 @@ class RunLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl file, in order."""
-    return parse_records(path.read_text(encoding="utf-8"))
-
-
-def parse_records(text: str) -> list[dict[str, Any]]:
-    """The records of metrics.jsonl text, in order."""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,8 +1,22 @@
 """The one training loop: every method (joint, OGM-GE, InfoReg, InfoReg*) runs through it.
 
-The regulator reacts to the loop's events (see `inforeg.regulators`); the loop itself only moves
-batches, logs, evaluates and checkpoints. Host syncs: one per log line (the step record), one per
-checkpoint and per epoch end; none per step.
+The regulator reacts to the loop's events (`inforeg.regulators.Event`); the loop itself only
+moves batches, logs, evaluates and checkpoints. One epoch, in order::
+
+    data.train.set_epoch(epoch); regulator.on_epoch_start(epoch)    # fit
+    for batch in data.train:                                        # run_epoch
+        out = engine(batch)                                         # train_step: forward
+        loss = regulator.loss(out, labels)                          #   scores, decision
+        engine.backward(loss)                                       #   gradients reduced (ZeRO)
+        engine.step() -> before_optimizer_step(optimizer)           #   pre-step hook:
+                           gradients.bind(optimizer)                #     this step's ZeRO grads
+                           regulator.on_gradients()                 #     the one fused pass
+                      -> optimizer.step()                           #   the update
+        every log_every steps: write_step_record()                  # one host sync
+    regulator.on_epoch_end(epoch); evaluate(); EpochRecord; save()  # end_epoch
+
+Host syncs: one per log line (the step record), one per checkpoint and per epoch end; none per
+step.
 """
 
 from __future__ import annotations
@@ -11,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -20,11 +34,17 @@ from torch import Tensor
 from inforeg.functional import unimodal_logits
 from inforeg.metrics import confusion_matrix, summarize
 from inforeg.model import ModelOutput, MultimodalModel
+from inforeg.regulators import Regulator
 from launch import checkpoint
 from launch.config import TrainConfig, lr_at
+from launch.data import Data
 from launch.distributed import DistInfo
-from launch.engine import compute_dtype
 from launch.logs import RunLog
+from launch.records import EpochRecord, StepRecord, modality_fields, per_modality
+from launch.zero import ZeroGradients, add_pre_step_hook, compute_dtype
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
 
 
 class NonFiniteLoss(RuntimeError):
@@ -67,10 +87,11 @@ class Trainer:
     def __init__(
         self,
         cfg: TrainConfig,
-        engine: Any,
+        engine: DeepSpeedEngine,
         model: MultimodalModel,
-        regulator: Any,
-        data: Any,
+        regulator: Regulator,
+        gradients: ZeroGradients,
+        data: Data,
         dist_info: DistInfo,
         out_dir: Path,
     ):
@@ -78,6 +99,7 @@ class Trainer:
         self.engine = engine
         self.model = model
         self.regulator = regulator
+        self.gradients = gradients
         self.data = data
         self.dist = dist_info
         self.out_dir = out_dir
@@ -94,6 +116,7 @@ class Trainer:
         self.best_acc = -math.inf
         self.log: RunLog | None = None
         self.compute_dtype = compute_dtype(engine)
+        add_pre_step_hook(engine, self.before_optimizer_step)
 
     # ----- checkpoints -------------------------------------------------------------------
     def trainer_state(self) -> dict[str, Any]:
@@ -177,11 +200,17 @@ class Trainer:
             out = ModelOutput(logits=out.logits.float(), features=out.features)
         return out
 
+    def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The pre-step event, inside `engine.step()`: gradients averaged across ranks and
+        unscaled; the regulator's one fused pass over them, before the update."""
+        self.gradients.bind(optimizer)
+        self.regulator.on_gradients()
+
     def train_step(self, batch: dict[str, Tensor]) -> None:
         out = self.forward(batch)
         loss = self.regulator.loss(out, batch["label"])  # joint (+ unimodal) CE; scores on device
         self.engine.backward(loss)
-        self.engine.step()  # the regulator's fused pass runs in the pre-step hook
+        self.engine.step()  # before_optimizer_step, then the update
         finite = torch.isfinite(loss.detach())
         step_t = torch.full((), float(self.step), device=loss.device, dtype=torch.float64)
         first_bad = self.epoch_sums.get("first_nonfinite_step")
@@ -207,14 +236,23 @@ class Trainer:
         synced = dict(zip(keys, values.tolist(), strict=True))  # note: the record's one host sync
         if synced["nonfinite_steps"] > 0:
             self.check_finite()
-        record: dict[str, Any] = {"kind": "step", "epoch": self.epoch, "step": self.step - 1}
-        record["loss"] = synced["loss"] / max(1, w.steps)
-        record.update({k: synced[k] for k in w.last})
-        record["lr"] = self.engine.optimizer.param_groups[0]["lr"]
-        record["samples_per_s"] = w.samples * self.dist.world_size / wall if wall > 0 else None
-        record["data_wait_frac"] = w.data_wait_s / wall if wall > 0 else None
+        last = {k: synced[k] for k in w.last}
+        fields = {name: per_modality(last, name, self.modalities) for name in modality_fields(last)}
+        record = StepRecord(
+            epoch=self.epoch,
+            step=self.step - 1,
+            loss=synced["loss"] / max(1, w.steps),
+            score=fields.pop("score"),
+            gap=fields.pop("gap"),
+            alpha=fields.pop("alpha"),
+            regulated=fields.pop("regulated"),
+            extra=fields,
+            lr=self.engine.optimizer.param_groups[0]["lr"],
+            samples_per_s=w.samples * self.dist.world_size / wall if wall > 0 else None,
+            data_wait_frac=w.data_wait_s / wall if wall > 0 else None,
+        )
         self.log.write(record, tb_step=self.step - 1)
-        self.log.show_rate(record["samples_per_s"])
+        self.log.show_rate(record.samples_per_s)
         self.window = Window()
 
     def run_epoch(self) -> None:
@@ -300,13 +338,18 @@ class Trainer:
         traces = self.regulator.on_epoch_end(self.epoch)  # reduced across ranks: one host sync
         metrics = self.evaluate()
         steps = max(1, self.batches_in_epoch)
-        record: dict[str, Any] = {"kind": "epoch", "epoch": self.epoch}
-        record.update(traces)
-        record.update(metrics)
-        record["loss"] = float(self.epoch_sums["loss"].item()) / steps
-        record["epoch_time_s"] = self.epoch_time_s
         samples = steps * self.cfg.data.batch_size * self.dist.world_size
-        record["samples_per_s"] = samples / self.epoch_time_s if self.epoch_time_s > 0 else None
+        record = EpochRecord(
+            epoch=self.epoch,
+            trace=per_modality(traces, "trace", self.modalities),
+            window_open=per_modality(traces, "window_open", self.modalities),
+            acc=metrics["acc"],
+            macro_f1=metrics["macro_f1"],
+            branch_acc=per_modality(metrics, "acc", self.modalities),
+            loss=float(self.epoch_sums["loss"].item()) / steps,
+            epoch_time_s=self.epoch_time_s,
+            samples_per_s=samples / self.epoch_time_s if self.epoch_time_s > 0 else None,
+        )
         self.log.write(record, tb_step=self.epoch)
         if metrics["acc"] > self.best_acc:
             self.best_acc = metrics["acc"]

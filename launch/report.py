@@ -1,7 +1,8 @@
-"""End-of-run report from ``metrics.jsonl``: ``summary.json``, PNG plots and a terminal table.
+"""A run's own report from its ``metrics.jsonl``: ``summary.json``, PNG plots, a terminal table.
 
-Everything here is a function of the records, so the report can be rebuilt from any run folder
-(``python -m launch.report OUT``).
+The trainer writes it at the end of a run; everything here is a function of the records, so it
+can be rebuilt from any run folder (``python -m launch.report OUT``). matplotlib is imported
+only when a plot is drawn (headless backend), never by importing this module.
 
 Plots:
 - ``information.png``: each modality's information amount (Fisher trace) per epoch, with the
@@ -14,26 +15,21 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from launch.logs import read_records
+from launch.records import EpochRecord, RunRecords, StepRecord, read_run
 
 
-def modalities_of(records: list[dict[str, Any]]) -> list[str]:
-    """The run's modalities, in head order (from the first record that names them)."""
-    for r in records:
-        prefix = "trace." if r["kind"] == "epoch" else "score."
-        names = [k.split(".", 1)[1] for k in r if k.startswith(prefix)]
-        if names:
-            return names
-    return []
+def pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend (selected here, when a plot is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def compact(epochs: Sequence[int]) -> str:
@@ -52,20 +48,25 @@ def compact(epochs: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
-def split_records(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-    steps = [r for r in records if r["kind"] == "step"]
-    epochs = [r for r in records if r["kind"] == "epoch"]
-    return steps, epochs
-
-
-def summarize_run(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+def summarize_run(run: RunRecords, extra: dict[str, Any]) -> dict[str, Any]:
     """The last and best epoch (by fused accuracy) with all their metrics."""
-    _, epochs = split_records(records)
-    if not epochs:
+    if not run.epochs:
         return {**extra, "epochs": 0}
-    scored = [e for e in epochs if e.get("acc") is not None]
-    best = max(scored, key=lambda e: e["acc"]) if scored else epochs[-1]
-    return {**extra, "epochs": len(epochs), "last": epochs[-1], "best": best}
+    scored = [e for e in run.epochs if e.acc is not None]
+    best = max(scored, key=lambda e: e.acc or 0.0) if scored else run.epochs[-1]
+    return {
+        **extra,
+        "epochs": len(run.epochs),
+        "last": run.epochs[-1].to_json(),
+        "best": best.to_json(),
+    }
+
+
+def close_figure(fig: Any, path: Path, dpi: int) -> None:
+    """Layout, PNG, and the figure closed."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
 
 
 def save(fig: Any, ax: Any, path: Path) -> None:
@@ -74,59 +75,56 @@ def save(fig: Any, ax: Any, path: Path) -> None:
     close_figure(fig, path, dpi=120)
 
 
-def close_figure(fig: Any, path: Path, dpi: int) -> None:
-    """Layout, PNG, and the figure closed."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-
-
-def series(records: list[dict], key: str) -> list[float]:
-    """The values of `key` across records, NaN where missing (a gap in the plot)."""
-    values = [r.get(key) for r in records]
+def series(values: Iterable[float | bool | None]) -> list[float]:
+    """Values as floats, NaN where missing (a gap in the plot)."""
     return [float("nan") if v is None else float(v) for v in values]
 
 
-def plot_information(epochs: list[dict], modalities: list[str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = [e["epoch"] for e in epochs]
+def plot_information(epochs: Sequence[EpochRecord], modalities: list[str], path: Path) -> None:
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
+    x = [e.epoch for e in epochs]
     for i, m in enumerate(modalities):
         color = f"C{i}"
-        ax.plot(x, series(epochs, f"trace.{m}"), marker="o", ms=3, color=color, label=m)
+        trace = series(e.trace.get(m) for e in epochs)
+        ax.plot(x, trace, marker="o", ms=3, color=color, label=m)
         for e in epochs:
-            if e.get(f"window_open.{m}"):
-                ax.axvspan(e["epoch"] - 0.5, e["epoch"] + 0.5, color=color, alpha=0.12, lw=0)
+            if e.window_open.get(m):
+                ax.axvspan(e.epoch - 0.5, e.epoch + 0.5, color=color, alpha=0.12, lw=0)
     ax.set(xlabel="epoch", ylabel="information amount (Fisher trace)", yscale="log")
     ax.set_title("Information acquisition; shaded: prime learning window open")
     save(fig, ax, path)
 
 
-def plot_alpha(steps: list[dict], modalities: list[str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = [s["step"] for s in steps]
+def applied_alpha(step: StepRecord, modality: str) -> float | None:
+    """The coefficient applied to a modality at a step: alpha where regulated, else 0."""
+    alpha, regulated = step.alpha.get(modality), step.regulated.get(modality)
+    return None if alpha is None or regulated is None else alpha * regulated
+
+
+def plot_alpha(steps: Sequence[StepRecord], modalities: list[str], path: Path) -> None:
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
+    x = [s.step for s in steps]
     for i, m in enumerate(modalities):
-        alpha, regulated = series(steps, f"alpha.{m}"), series(steps, f"regulated.{m}")
-        applied = [a * r for a, r in zip(alpha, regulated, strict=True)]
-        ax.plot(x, applied, color=f"C{i}", label=m, lw=1)
+        ax.plot(x, series(applied_alpha(s, m) for s in steps), color=f"C{i}", label=m, lw=1)
     ax.set(xlabel="step", ylabel="alpha applied (0 = not regulated)")
     ax.set_title("Regulation coefficient per modality")
     save(fig, ax, path)
 
 
-def plot_accuracy(epochs: list[dict], modalities: list[str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = [e["epoch"] for e in epochs]
-    ax.plot(x, series(epochs, "acc"), color="k", marker="o", ms=3, label="fused")
+def plot_accuracy(epochs: Sequence[EpochRecord], modalities: list[str], path: Path) -> None:
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
+    x = [e.epoch for e in epochs]
+    ax.plot(x, series(e.acc for e in epochs), color="k", marker="o", ms=3, label="fused")
     for i, m in enumerate(modalities):
-        ax.plot(x, series(epochs, f"acc.{m}"), color=f"C{i}", marker=".", label=m)
+        acc = series(e.branch_acc.get(m) for e in epochs)
+        ax.plot(x, acc, color=f"C{i}", marker=".", label=m)
     ax.set(xlabel="epoch", ylabel="evaluation accuracy", ylim=(0, 1))
     save(fig, ax, path)
 
 
-def table(records: list[dict[str, Any]]) -> str:
+def table(run: RunRecords) -> str:
     """A plain-text table of the epoch records."""
-    _, epochs = split_records(records)
-    modalities = modalities_of(records)
+    modalities = run.modalities
     cols = ["epoch", "loss", "acc", "macro_f1"]
     cols += [f"acc.{m}" for m in modalities] + [f"trace.{m}" for m in modalities]
     cols += [f"window_open.{m}" for m in modalities]
@@ -139,32 +137,39 @@ def table(records: list[dict[str, Any]]) -> str:
         return "" if v is None else str(v)
 
     rows = [[c.replace("window_open.", "win.") for c in cols]]
-    rows += [[fmt(e.get(c)) for c in cols] for e in epochs]
+    rows += [[fmt(e.to_json().get(c)) for c in cols] for e in run.epochs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
 
 
 def write_report(out_dir: Path, extra: dict[str, Any]) -> dict[str, Path]:
     """summary.json and the PNGs for the run in `out_dir`; returns their paths."""
-    records = read_records(out_dir / "metrics.jsonl")
-    steps, epochs = split_records(records)
-    modalities = modalities_of(records)
+    run = read_run(out_dir / "metrics.jsonl")
+    modalities = run.modalities
     paths = {"summary": out_dir / "summary.json"}
-    summary = summarize_run(records, extra)
-    paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
-    if epochs:
+    paths["summary"].write_text(json.dumps(summarize_run(run, extra), indent=2) + "\n")
+    if run.epochs:
         paths["information"] = out_dir / "information.png"
-        plot_information(epochs, modalities, paths["information"])
+        plot_information(run.epochs, modalities, paths["information"])
         paths["accuracy"] = out_dir / "accuracy.png"
-        plot_accuracy(epochs, modalities, paths["accuracy"])
-    if steps:
+        plot_accuracy(run.epochs, modalities, paths["accuracy"])
+    if run.steps:
         paths["alpha"] = out_dir / "alpha.png"
-        plot_alpha(steps, modalities, paths["alpha"])
+        plot_alpha(run.steps, modalities, paths["alpha"])
     return paths
 
 
-if __name__ == "__main__":
-    run_dir = Path(sys.argv[1])
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m launch.report RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(args[0])
     for name, p in write_report(run_dir, {}).items():
         print(f"{name}: {p}")
-    print(table(read_records(run_dir / "metrics.jsonl")))
+    print(table(read_run(run_dir / "metrics.jsonl")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

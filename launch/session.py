@@ -14,70 +14,26 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from inforeg.groups import ModalityGroups
-from inforeg.kernels import FlatGradients, GradientView, ParamGradients
-from inforeg.model import MultimodalModel, build_model
+from inforeg.model import build_model
 from inforeg.regulators import Regulator, build_regulator
 from launch import checkpoint
 from launch.config import TrainConfig, config_to_dict, load_config
 from launch.data import build_data, check_dataset
 from launch.distributed import DistInfo, close, cpu_threads_per_rank, init_distributed
-from launch.engine import (
-    add_pre_step_hook,
-    base_optimizer,
-    build_optimizer,
-    compute_dtype,
-    deepspeed_config,
-    flat_partitions,
-)
-from launch.logs import read_records
 from launch.loop import NonFiniteLoss, Trainer
+from launch.records import read_run
 from launch.report import table, write_report
 from launch.typed import ConfigError
-
-# DeepSpeed's ZeRO all-gather calls a torch API that torch deprecates; once per step it warns.
-warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
+from launch.zero import ZeroGradients, build_optimizer, compute_dtype, deepspeed_config
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def gradient_views(
-    engine: Any, model: MultimodalModel, groups: ModalityGroups
-) -> tuple[list[GradientView], dict[int, FlatGradients]]:
-    """The regulator's views of the gradients DeepSpeed steps, and flat views by partition id."""
-    partitions = flat_partitions(engine, model)
-    if partitions is None:  # ZeRO 0, fp32: the parameters' own .grad, full on every rank
-        return [ParamGradients.from_groups(groups, contiguous=True)], {}
-    if len(partitions) != 1:
-        raise ConfigError("the regulator expects one optimizer parameter group")
-    by_id: dict[int, FlatGradients] = {}
-    params = list(model.parameters())
-    for part in partitions:
-        segments = []
-        for p in params:
-            mapping = getattr(p, "_hp_mapping", None)
-            if mapping is None or groups.index_of(p) is None:
-                continue
-            seg = groups.segment(
-                p,
-                start=int(mapping.hp_fragment_address.start),
-                length=int(mapping.hp_fragment_address.numel),
-                offset=int(mapping.lp_fragment_address.start),
-            )
-            if seg is not None:
-                segments.append(seg)
-        # DeepSpeed sets the partition's .grad right before each step; until the pre-step hook
-        # binds it, the view holds an unused placeholder of the same size.
-        placeholder = torch.empty_like(part.weight)
-        by_id[id(part.weight)] = FlatGradients(placeholder, part.weight, segments, groups)
-    return list(by_id.values()), by_id
 
 
 @dataclass
@@ -98,7 +54,7 @@ class Session:
         if self.dist.is_main and (self.out_dir / "metrics.jsonl").is_file():
             extra = {"config": config_to_dict(self.cfg), "exit_code": code}
             paths = write_report(self.out_dir, extra)
-            print(table(read_records(self.out_dir / "metrics.jsonl")))
+            print(table(read_run(self.out_dir / "metrics.jsonl")))
             for name, path in paths.items():
                 print(f"{name}: {path}")
         close()
@@ -110,7 +66,7 @@ def build_session(
 ) -> Session:
     cfg = load_config(config_path, overrides)
     ds_config = deepspeed_config(ds_paths, cfg.data.batch_size)
-    check_dataset(cfg.data, cfg.model)
+    dataset = check_dataset(cfg.data, cfg.model)  # dataset.json, read once per rank
     if resume not in ("none", "auto"):
         raise ConfigError(f"--resume must be none or auto, got {resume!r}")
     previous = checkpoint.find_latest(Path(cfg.run.out_dir) / "checkpoints")
@@ -122,10 +78,12 @@ def build_session(
 
     import deepspeed
 
+    # DeepSpeed's ZeRO all-gather calls a torch API that torch deprecates; once per step it warns.
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
     dist_info = init_distributed()
     torch.set_num_threads(cpu_threads_per_rank(dist_info.local_world_size, cfg.run.threads))
     seed_everything(cfg.run.seed)  # the same initial weights on every rank
-    data = build_data(cfg.data, cfg.model, dist_info, cfg.run.seed)
+    data = build_data(cfg.data, dataset, dist_info, cfg.run.seed)
     out_dir = Path(cfg.run.out_dir)
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,21 +101,9 @@ def build_session(
             if buffer.is_floating_point():
                 buffer.data = buffer.data.to(dtype)
     groups = ModalityGroups.from_model(model)
-    views, flat_by_id = gradient_views(engine, model, groups)
-    regulator: Regulator = build_regulator(cfg.regulator, groups, views, model.head)
-
-    def before_step(opt: torch.optim.Optimizer) -> None:
-        if flat_by_id:  # ZeRO 1/2: each rank's few flat partitions; ZeRO 0 views the .grad
-            for group in opt.param_groups:
-                for flat in group["params"]:
-                    view = flat_by_id.get(id(flat))
-                    if view is not None and flat.grad is not None:
-                        view.bind(flat.grad)
-        regulator.on_gradients()
-
-    assert base_optimizer(engine) is not None
-    add_pre_step_hook(engine, before_step)
-    trainer = Trainer(cfg, engine, model, regulator, data, dist_info, out_dir)
+    gradients = ZeroGradients.of(engine, model, groups)
+    regulator: Regulator = build_regulator(cfg.regulator, groups, gradients.views, model.head)
+    trainer = Trainer(cfg, engine, model, regulator, gradients, data, dist_info, out_dir)
     tag = previous if resume == "auto" else None
     if dist_info.is_main:
         where = f"resuming from {tag}" if tag else "from scratch"

@@ -224,7 +224,7 @@ deepspeed_nccl() {
     "$PYTHON" - "$out" <<'EOF'
 import json, sys
 from pathlib import Path
-from launch.audit import audit_run
+from studies.audit import audit_run
 out = Path(sys.argv[1])
 records = [json.loads(l) for l in (out / "metrics.jsonl").open()]
 steps = [r for r in records if r["kind"] == "step"]

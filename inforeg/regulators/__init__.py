@@ -1,5 +1,7 @@
 """Regulators: joint, OGM-GE and InfoReg as thin event-driven wrappers (see `Event`).
 
+The registry (`REGULATORS`, filled below) is the one list of method names.
+
 Build one with `build_regulator(cfg, groups, gradients, head)`::
 
     model = build_model(...)
@@ -11,23 +13,24 @@ Build one with `build_regulator(cfg, groups, gradients, head)`::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from inforeg.config import RegulatorConfig
 from inforeg.groups import ModalityGroups
 from inforeg.kernels import GradientView
 from inforeg.regulators.base import Event, Regulator, all_reduce_sum_
 from inforeg.regulators.inforeg import InfoRegRegulator
 from inforeg.regulators.joint import JointRegulator
 from inforeg.regulators.ogm_ge import OGMGERegulator
+from inforeg.regulators.registry import REGULATORS, register, regulator_class, unregister
 
-REGULATORS: dict[str, type[Regulator]] = {
-    "joint": JointRegulator,
-    "ogm_ge": OGMGERegulator,
-    "inforeg": InfoRegRegulator,
-}
+if TYPE_CHECKING:
+    from inforeg.config import RegulatorConfig
+
+register(JointRegulator)
+register(OGMGERegulator)
+register(InfoRegRegulator)
 
 __all__ = [
     "REGULATORS",
@@ -38,6 +41,9 @@ __all__ = [
     "Regulator",
     "all_reduce_sum_",
     "build_regulator",
+    "register",
+    "regulator_class",
+    "unregister",
 ]
 
 
@@ -55,6 +61,7 @@ def build_regulator(
     `process_group` is the data-parallel group (None: the default group when
     torch.distributed is initialized, else single-process).
     """
-    if cfg.name == "ogm_ge" and groups.num_modalities < 2:
-        raise ValueError("regulator.name: ogm_ge needs at least two modalities")
-    return REGULATORS[cfg.name](cfg, groups, gradients, head, process_group=process_group)
+    cls = regulator_class(cfg.name)
+    cls.check_config(cfg)
+    cls.check_modalities(groups.modalities)
+    return cls(cfg, groups, gradients, head, process_group=process_group)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -17,10 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inforeg import functional as Fn
-from inforeg.config import RegulatorConfig
 from inforeg.groups import ModalityGroups
 from inforeg.kernels import GradientUpdate, GradientView, regulate_
 from inforeg.model import ModelOutput
+
+if TYPE_CHECKING:  # the config validates names against the registry of these classes
+    from inforeg.config import RegulatorConfig
 
 
 class Event(enum.Enum):
@@ -61,11 +63,40 @@ def all_reduce_sum_(t: Tensor, group: Any = None) -> Tensor:
     return t
 
 
+def _count(n: int) -> str:
+    return {1: "one", 2: "two", 3: "three", 4: "four"}.get(n, str(n))
+
+
 class Regulator:
     """Shared machinery; subclasses implement `_decide` (per step) and `_update`."""
 
-    name = "base"
+    name: ClassVar[str] = "base"
+    """The registry name (`regulator.name`)."""
     needs_anchor = False
+    min_modalities: ClassVar[int] = 1
+    """The fewest modalities the method is defined for."""
+    max_modalities: ClassVar[int | None] = None
+    """The most (None: any number)."""
+
+    @classmethod
+    def check_config(cls, cfg: RegulatorConfig) -> None:
+        """The method's own checks of `cfg` (ValueError naming the field); called when the
+        config is built and again when the regulator is."""
+
+    @classmethod
+    def check_modalities(cls, modalities: Sequence[str]) -> None:
+        """ValueError when the method is not defined for this many modalities."""
+        n, low, high = len(modalities), cls.min_modalities, cls.max_modalities
+        if n >= low and (high is None or n <= high):
+            return
+        if high is None:
+            wanted = f"at least {_count(low)}"
+        else:
+            wanted = _count(low) if low == high else f"{_count(low)} to {_count(high)}"
+        raise ValueError(
+            f"regulator.name: {cls.name} is defined for {wanted} modalities; the model has "
+            f"{n} ({', '.join(modalities)})"
+        )
 
     def __init__(
         self,

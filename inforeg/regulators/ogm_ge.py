@@ -14,6 +14,8 @@ same noise as an uninterrupted one.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -21,9 +23,18 @@ from inforeg import functional as Fn
 from inforeg.kernels import GradientUpdate, param_moments
 from inforeg.regulators.base import Regulator, all_reduce_sum_
 
+if TYPE_CHECKING:
+    from inforeg.config import RegulatorConfig
+
 
 class OGMGERegulator(Regulator):
     name = "ogm_ge"
+    min_modalities = 2
+
+    @classmethod
+    def check_config(cls, cfg: RegulatorConfig) -> None:
+        if cfg.score is not None and cfg.score != "prob_sum":
+            raise ValueError("regulator.score: ogm_ge is defined on prob_sum scores")
 
     _scale: Tensor | None = None  # (M,) this step's k (ones outside the modulation epochs)
     _dominant: Tensor | None = None  # (M,) bool, the highest score (first on a tie)

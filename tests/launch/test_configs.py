@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from launch.config import TrainConfig, load_config, lr_at
-from launch.engine import deepspeed_config
 from launch.typed import ConfigError, read_json
+from launch.zero import deepspeed_config
 
 ROOT = Path(__file__).resolve().parents[2]
 YAMLS = sorted((ROOT / "configs").rglob("*.yaml"))

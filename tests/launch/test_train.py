@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch.audit import audit_run
-from launch.logs import read_records
+from launch.records import read_records
 from launch.train import main as train_main
+from studies.audit import audit_run
 from tests.conftest import free_port
 from tests.launch.conftest import BIN, ROOT, clean_env, run_deepspeed, train_args
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.bench import main as bench_main
+from bench.cli import main as bench_main
 
 
 @pytest.mark.timeout(300)

@@ -1,4 +1,4 @@
-"""`python -m launch.compare`: runs side by side from their files, windows as epoch ranges, and a
+"""`python -m studies.compare`: runs side by side from their files, windows as epoch ranges, and a
 clear exit 2 for a folder that is not a finished run."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from launch.compare import main
-from tests.launch.test_study import records
+from studies.compare import main
+from tests.studies.test_study import records
 
 
 def write_run(

@@ -1,4 +1,4 @@
-"""The studies `launch.study` can run: their dataset, their methods and how they are described.
+"""The studies `studies.runner` can run: their dataset, their methods and how they are described.
 
 A study is data (a manifest source with its options, the build options), a family of configs
 (`configs/<name>/<method>.yaml`, one per method, the same everywhere but the regulator) and the
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from launch.results import Method
+from studies.results import Method
 
 
 def flags(options: dict[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from launch.bench import main
+from bench.cli import main
 
 
 @pytest.mark.timeout(120)

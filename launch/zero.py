@@ -1,4 +1,5 @@
-"""DeepSpeed glue: the engine's configuration, the optimizer, and where the regulator runs.
+"""The ZeRO side of a step: the engine's configuration, the optimizer, the gradients DeepSpeed
+steps (as the regulator's views) and the pre-step hook where the regulator runs.
 
 The regulator's fused pass runs in a pre-step hook on the optimizer that DeepSpeed finally calls:
 after gradients are averaged across ranks, unscaled and (if configured) clipped, and before the
@@ -18,13 +19,15 @@ configs do not clip, as the paper).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from inforeg.groups import ModalityGroups
+from inforeg.kernels import FlatGradients, GradientView, ParamGradients
 from launch.config import OptimConfig
 from launch.typed import ConfigError, read_json
 
@@ -91,30 +94,6 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-@dataclass(frozen=True)
-class FlatSlice:
-    """A parameter's slice of a flat fp32 partition: ``partition[start : start + length]``."""
-
-    start: int
-    length: int
-    modality: str
-    is_conv_weight: bool
-
-
-@dataclass(frozen=True)
-class FlatPartition:
-    """One flat fp32 master partition of this rank and the encoder slices inside it."""
-
-    weight: Tensor  # 1-D fp32; its .grad is set by DeepSpeed right before the base step
-    slices: tuple[FlatSlice, ...]
-
-
-def modality_of_parameters(model: nn.Module) -> dict[int, tuple[str, bool]]:
-    """id(parameter) -> (modality, is_conv_weight) for every encoder parameter (head excluded)."""
-    encoders: Mapping[str, nn.Module] = model.encoders  # type: ignore[assignment]
-    return {id(p): (m, p.dim() == 4) for m, enc in encoders.items() for p in enc.parameters()}
-
-
 def compute_dtype(engine: Any) -> torch.dtype:
     """The dtype DeepSpeed computes in: bf16, fp16 or fp32, from its configuration."""
     if engine.bfloat16_enabled():
@@ -129,27 +108,57 @@ def base_optimizer(engine: Any) -> torch.optim.Optimizer:
     return inner if isinstance(inner, torch.optim.Optimizer) else opt
 
 
-def flat_partitions(engine: Any, model: nn.Module) -> list[FlatPartition] | None:
-    """This rank's flat fp32 partitions with their encoder slices; None when grads are per param."""
-    params = list(model.parameters())
-    if not any(getattr(p, "_hp_mapping", None) is not None for p in params):
-        return None
-    owner = modality_of_parameters(model)
-    base = base_optimizer(engine)
-    partitions = []
-    for group_index, group in enumerate(base.param_groups):
-        (flat,) = group["params"]  # DeepSpeed puts exactly one flat partition per group
-        slices = []
-        for p in params:
-            mapping = getattr(p, "_hp_mapping", None)
-            if mapping is None or id(p) not in owner or mapping.param_group_index != group_index:
-                continue
-            address = mapping.hp_fragment_address
-            modality, is_conv = owner[id(p)]
-            slices.append(FlatSlice(int(address.start), int(address.numel), modality, is_conv))
-        slices.sort(key=lambda s: s.start)
-        partitions.append(FlatPartition(weight=flat, slices=tuple(slices)))
-    return partitions
+@dataclass
+class ZeroGradients:
+    """The gradients DeepSpeed steps, as the regulator's views (the one owner of this mapping).
+
+    ZeRO 0 fp32: one `ParamGradients` over the encoders' ``.grad`` (full on every rank).
+    ZeRO 1/2: one `FlatGradients` per flat fp32 master partition of this rank, its segments read
+    from each parameter's ``_hp_mapping``; DeepSpeed sets the partition's ``.grad`` right before
+    each step, so `bind` points the views at this step's buffers.
+    """
+
+    views: list[GradientView]
+    flat_by_id: dict[int, FlatGradients] = field(default_factory=dict)
+    """id(flat partition parameter) -> its view; empty at ZeRO 0."""
+
+    @staticmethod
+    def of(engine: Any, model: nn.Module, groups: ModalityGroups) -> ZeroGradients:
+        params = list(model.parameters())
+        if not any(getattr(p, "_hp_mapping", None) is not None for p in params):
+            return ZeroGradients([ParamGradients.from_groups(groups, contiguous=True)])
+        partitions = [p for g in base_optimizer(engine).param_groups for p in g["params"]]
+        if len(partitions) != 1:
+            raise ConfigError("the regulator expects one optimizer parameter group")
+        by_id: dict[int, FlatGradients] = {}
+        for flat in partitions:
+            segments = []
+            for p in params:
+                mapping = getattr(p, "_hp_mapping", None)
+                if mapping is None or groups.index_of(p) is None:
+                    continue
+                segment = groups.segment(
+                    p,
+                    start=int(mapping.hp_fragment_address.start),
+                    length=int(mapping.hp_fragment_address.numel),
+                    offset=int(mapping.lp_fragment_address.start),
+                )
+                if segment is not None:
+                    segments.append(segment)
+            # until the first bind, the view holds an unused placeholder of the same size
+            placeholder = torch.empty_like(flat)
+            by_id[id(flat)] = FlatGradients(placeholder, flat, segments, groups)
+        return ZeroGradients(list(by_id.values()), by_id)
+
+    def bind(self, optimizer: torch.optim.Optimizer) -> None:
+        """Point the flat views at the gradients DeepSpeed set for this step (ZeRO 1/2)."""
+        if not self.flat_by_id:
+            return  # ZeRO 0: the views read the parameters' .grad
+        for group in optimizer.param_groups:
+            for flat in group["params"]:
+                view = self.flat_by_id.get(id(flat))
+                if view is not None and flat.grad is not None:
+                    view.bind(flat.grad)
 
 
 def add_pre_step_hook(engine: Any, hook: Callable[[torch.optim.Optimizer], None]) -> Any:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from launch.logs import read_records
+from launch.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

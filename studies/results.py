@@ -1,7 +1,7 @@
 """A study's numbers, as pure functions of its runs' ``metrics.jsonl`` records.
 
-A study is a matrix of methods x seeds (`launch.study`). Everything reported about it is computed
-here from the trainer's own records (schema in `launch.logs`), so every number in
+A study is a matrix of methods x seeds (`studies.runner`). Everything reported about it is computed
+here from the trainer's own records (schema in `launch.records`), so every number in
 `docs/RESULTS.md` can be recomputed from the run folders:
 
 - `final_metrics`: a run's last-epoch accuracy, macro-F1 and per-modality branch accuracies (the
@@ -22,8 +22,24 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from launch.logs import parse_records
-from launch.report import modalities_of, split_records
+from launch.records import parse_lines
+
+
+def modalities_of(records: list[dict[str, Any]]) -> list[str]:
+    """The run's modalities, in head order (from the first record that names them)."""
+    for r in records:
+        prefix = "trace." if r["kind"] == "epoch" else "score."
+        names = [k.split(".", 1)[1] for k in r if k.startswith(prefix)]
+        if names:
+            return names
+    return []
+
+
+def split_records(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    return steps, epochs
+
 
 GROUPS = ("joint_loss", "unimodal_loss", "ablation", "reference")
 """Where a method's row goes: the paper's Table 2 (joint loss only), Table 3 (unimodal losses
@@ -77,7 +93,7 @@ def load_run(metrics_path: Path, method: str, seed: int) -> Run:
     return Run(
         method=method,
         seed=seed,
-        records=parse_records(data.decode("utf-8")),
+        records=parse_lines(data.decode("utf-8"), str(metrics_path)),
         source=str(metrics_path),
         sha256=hashlib.sha256(data).hexdigest(),
     )

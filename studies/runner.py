@@ -1,6 +1,6 @@
 """Run a study end to end: build its dataset, train its methods x seeds, write its report.
 
-    python -m launch.study avmnist [--seeds 3] [--parallel 2] [--out runs/study-avmnist]
+    python -m studies.runner avmnist [--seeds 3] [--parallel 2] [--out runs/study-avmnist]
                                    [--epochs N] [--methods joint,inforeg] [--report-only]
 
 (`make study-avmnist`.) Steps, each skipped when already done so that re-running is cheap and a
@@ -14,7 +14,7 @@ killed study continues where it stopped:
    A run whose ``summary.json`` says it finished is skipped; any other run is started with
    ``--resume auto`` (it continues from its latest complete checkpoint, if any). A run folder
    holding another configuration stops the study rather than being overwritten;
-3. report: `launch.results` aggregates every run's ``metrics.jsonl``; `launch.results_doc` draws
+3. report: `studies.results` aggregates every run's ``metrics.jsonl``; `studies.results_doc` draws
    the figures and writes the markdown (``docs/RESULTS.md``) and the small result files.
 
 Wall time and the machine's load average are recorded in ``OUT/study.json`` (one entry per
@@ -38,7 +38,7 @@ from typing import Any
 
 from launch.checkpoint import find_latest
 from launch.config import config_to_dict, load_config
-from launch.studies import STUDIES, Study
+from studies.avmnist import STUDIES, Study
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "launch" / "train.py"
@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"study: {e}", file=sys.stderr)
         return 2
 
-    from launch.results_doc import write_study_report
+    from studies.results_doc import write_study_report
 
     paths = write_study_report(study, specs, out, args.report, results_dir, ROOT)
     for path in paths:

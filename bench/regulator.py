@@ -96,53 +96,103 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
 
 
-def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("regulator bench: --device cuda but no CUDA device is available")
-        return 2
-    synthetic = args.model == "synthetic" or (args.model is None and args.params is not None)
-    if synthetic and (args.params is None or args.params < args.modalities):
-        print("regulator bench: --model synthetic needs --params >= --modalities")
-        return 2
+def argument_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments (None: nothing)."""
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        return "--device cuda but no CUDA device is available"
+    if is_synthetic(args) and (args.params is None or args.params < args.modalities):
+        return "--model synthetic needs --params >= --modalities"
     if args.modalities < 1 or args.repeat < 1:
-        print("regulator bench: --modalities and --repeat must be >= 1")
+        return "--modalities and --repeat must be >= 1"
+    if args.threads is not None and args.threads < 1:
+        return "--threads must be >= 1"
+    modalities = args.modalities if is_synthetic(args) else 2
+    if args.regulated is not None and not 0 <= args.regulated <= modalities:
+        return f"--regulated must be in 0..{modalities}"
+    return None
+
+
+def is_synthetic(args: argparse.Namespace) -> bool:
+    return bool(args.model == "synthetic" or (args.model is None and args.params is not None))
+
+
+def bytes_moved(update: str, sizes: list[int], regulated: int) -> int:
+    """The bytes the update must move over encoders of `sizes` parameters."""
+    n = sum(sizes)
+    pulled = sum(sizes[:regulated]) if update == "inforeg" else 0
+    return {
+        "inforeg": PULLED * pulled + STAT_ONLY * (n - pulled),
+        "ogm_ge": SCALED * n,
+        "stat": STAT_ONLY * n,
+    }[update]
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = argument_error(args)
+    if problem is not None:
+        print(f"regulator bench: {problem}")
         return 2
     if args.threads is not None:
-        if args.threads < 1:
-            print("regulator bench: --threads must be >= 1")
-            return 2
         torch.set_num_threads(args.threads)  # this process only, asked for on the command line
+    device = torch.device(args.device)
+    synthetic = is_synthetic(args)
     modalities = args.modalities if synthetic else 2
     regulated = max(1, modalities - 1) if args.regulated is None else args.regulated
-    if not 0 <= regulated <= modalities:
-        print(f"regulator bench: --regulated must be in 0..{modalities}")
-        return 2
     torch.manual_seed(0)
-    model = (synthetic_model(args.params, args.modalities) if synthetic else resnet18_model()).to(
-        device
-    )
+    model = synthetic_model(args.params, args.modalities) if synthetic else resnet18_model()
+    model = model.to(device)
     groups = ModalityGroups.from_model(model)
-    n = sum(p.numel for p in groups.params)
+    sizes = [sum(p.numel for p in groups.params if p.modality == m) for m in groups.modalities]
+    n, moved = sum(sizes), bytes_moved(args.update, sizes, regulated)
+    step_ms = loss_overhead_ms = None
+    if not synthetic and not args.no_step:
+        step_ms, loss_overhead_ms = train_step_ms(model, args.batch, args.step_repeat)
+    rows = measure(args, model, n, moved, regulated, step_ms, loss_overhead_ms)
+    where = "CUDA " + torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    what = f"{args.modalities} synthetic encoders" if synthetic else "two ResNet-18 encoders"
+    pulls = f" ({regulated} of {modalities} encoders pulled)" if args.update == "inforeg" else ""
+    print(
+        f"regulator bench: {what}, {n:,} encoder parameters, update={args.update}{pulls}, "
+        f"{where}, {torch.get_num_threads()} threads"
+    )
+    print_legend(args.update, moved, device)
+    if step_ms is not None:
+        print(
+            f"  training step (fwd+bwd+SGD, batch {args.batch}): {step_ms:.1f} ms; "
+            f"the regulator's loss() adds {loss_overhead_ms:.2f} ms"
+        )
+    print(_table(rows))
+    if args.json is not None:
+        payload = dict(rows[0])
+        payload.update(device=where, model=what, params=n, modalities=groups.num_modalities)
+        pulled = regulated if args.update == "inforeg" else None
+        payload.update(update=args.update, regulated=pulled)
+        payload.update(bytes_moved=moved, loss_overhead_ms=loss_overhead_ms)
+        payload.update(threads=torch.get_num_threads(), results=rows)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"  wrote {args.json}")
+    return 0
 
+
+def measure(
+    args: argparse.Namespace,
+    model: MultimodalModel,
+    n: int,
+    moved: int,
+    regulated: int,
+    step_ms: float | None,
+    loss_overhead_ms: float | None,
+) -> list[dict[str, Any]]:
+    """One row per implementation: its time against a same-size copy and the official code."""
+    device = torch.device(args.device)
     src = torch.randn(n, device=device)
     dst = torch.empty_like(src)
 
     def copy_fn() -> None:
         dst.copy_(src)
 
-    sizes = [sum(p.numel for p in groups.params if p.modality == m) for m in groups.modalities]
-    pulled = sum(sizes[:regulated]) if args.update == "inforeg" else 0
-    moved = {  # bytes the update must move
-        "inforeg": PULLED * pulled + STAT_ONLY * (n - pulled),
-        "ogm_ge": SCALED * n,
-        "stat": STAT_ONLY * n,
-    }[args.update]
     official = None if args.no_official else OfficialStyle(copy.deepcopy(model), 2e-3, regulated)
-    step_ms = loss_overhead_ms = None
-    if not synthetic and not args.no_step:
-        step_ms, loss_overhead_ms = train_step_ms(model, args.batch, args.step_repeat)
-
     rows = []
     for impl in args.impl:
         # copy, update and official-style calls alternate, so that load from other processes
@@ -158,70 +208,41 @@ def run(args: argparse.Namespace) -> int:
         copy_gbps = 8 * n / copy_ms / 1e6
         gbps = moved / ms / 1e6
         official_ms = med.get("official")
-        row: dict[str, Any] = {
-            "impl": impl,
-            "ms_per_call": ms,
-            "gbps": gbps,
-            "copy_ms": copy_ms,
-            "copy_gbps": copy_gbps,
-            "pct_of_copy": 100 * gbps / copy_gbps,
-            "official_ms_per_call": official_ms,
-            "speedup_vs_official": None if official_ms is None else official_ms / ms,
-            "train_step_ms": step_ms,
-            "pct_of_train_step": None
-            if step_ms is None or loss_overhead_ms is None
-            else 100 * (ms + loss_overhead_ms) / step_ms,
-        }
-        rows.append(row)
+        rows.append(
+            {
+                "impl": impl,
+                "ms_per_call": ms,
+                "gbps": gbps,
+                "copy_ms": copy_ms,
+                "copy_gbps": copy_gbps,
+                "pct_of_copy": 100 * gbps / copy_gbps,
+                "official_ms_per_call": official_ms,
+                "speedup_vs_official": None if official_ms is None else official_ms / ms,
+                "train_step_ms": step_ms,
+                "pct_of_train_step": None
+                if step_ms is None or loss_overhead_ms is None
+                else 100 * (ms + loss_overhead_ms) / step_ms,
+            }
+        )
+    return rows
 
-    where = "CUDA " + torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    what = f"{args.modalities} synthetic encoders" if synthetic else "two ResNet-18 encoders"
-    pulls = f" ({regulated} of {modalities} encoders pulled)" if args.update == "inforeg" else ""
-    print(
-        f"regulator bench: {what}, {n:,} encoder parameters, update={args.update}{pulls}, "
-        f"{where}, {torch.get_num_threads()} threads"
-    )
+
+def print_legend(update: str, moved: int, device: torch.device) -> None:
     traffic = {
         "inforeg": "read g, w, anchor and write g where pulled; read g elsewhere, for the trace",
         "ogm_ge": "read and write g",
         "stat": "read g",
-    }[args.update]
+    }[update]
+    timing = (
+        "timed in batches between syncs"
+        if device.type == "cuda"
+        else "each row's three timings interleaved (medians)"
+    )
     print(
         f"  GB/s = the bytes the update must move ({moved / 1e6:.0f} MB: {traffic}) per second\n"
         "  copy = same-size dst.copy_(src); official = the official code's per-step gradient "
-        "work; "
-        + (
-            "timed in batches between syncs"
-            if device.type == "cuda"
-            else "each row's three timings interleaved (medians)"
-        )
+        "work; " + timing
     )
-    if step_ms is not None:
-        print(
-            f"  training step (fwd+bwd+SGD, batch {args.batch}): {step_ms:.1f} ms; "
-            f"the regulator's loss() adds {loss_overhead_ms:.2f} ms"
-        )
-    print(_table(rows))
-    if args.json is not None:
-        payload = dict(rows[0])
-        payload.update(
-            {
-                "device": where,
-                "model": what,
-                "params": n,
-                "modalities": groups.num_modalities,
-                "update": args.update,
-                "regulated": regulated if args.update == "inforeg" else None,
-                "bytes_moved": moved,
-                "loss_overhead_ms": loss_overhead_ms,
-                "threads": torch.get_num_threads(),
-                "results": rows,
-            }
-        )
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"  wrote {args.json}")
-    return 0
 
 
 # ----- models -----------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import pytest
 
 from launch.config import config_to_dict, load_config
 from launch.report import compact
-from launch.results import (
+from studies.avmnist import AVMNIST, flags
+from studies.results import (
     Run,
     aggregate,
     compare,
@@ -24,9 +25,8 @@ from launch.results import (
     study_claims,
     weak_modality,
 )
-from launch.results_doc import window_fraction, write_study_report
-from launch.studies import AVMNIST, flags
-from launch.study import (
+from studies.results_doc import window_fraction, write_study_report
+from studies.runner import (
     ROOT,
     RunSpec,
     Session,

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "loader": ("pipelines.bench", "a loader's samples/s, latency, CPU use and decode bound"),
     "regulator": (
-        "inforeg.bench",
+        "bench.regulator",
         "the fused regulator pass vs a memory copy and the official code",
     ),
-    "train": ("launch.train_bench", "training samples/s and the loader's share, per pipeline"),
+    "train": ("bench.train", "training samples/s and the loader's share, per pipeline"),
 }
 
 

@@ -1,0 +1,163 @@
+"""Check a run's ``metrics.jsonl`` against its schema and against METHOD.md.
+
+Every step record carries the scores the regulator saw and the decision it took (gap, alpha,
+regulated); every epoch record carries the information trace and the window decision used in that
+epoch. From the records alone, `audit` recomputes the decisions with `inforeg.functional` and
+lists each disagreement, so a run's numbers can be trusted (or not) without re-running it:
+
+    python -m studies.audit OUT/metrics.jsonl   (reads OUT/config.json for the regulator section)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inforeg import functional as Fn
+from inforeg.config import RegulatorConfig
+from launch.records import RecordError, parse_lines, schema_problems
+from launch.typed import from_mapping
+from studies.results import modalities_of
+
+
+def _close(a: float, b: float, tol: float = 1e-4) -> bool:
+    return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+
+
+def windows_from_traces(
+    epochs: list[dict[str, Any]], modalities: list[str], cfg: RegulatorConfig
+) -> dict[int, dict[str, bool]]:
+    """The window decision for each epoch, recomputed from the logged traces of earlier epochs."""
+    history = {m: [float(e[f"trace.{m}"]) for e in epochs] for m in modalities}
+    k = cfg.resolved_threshold
+    out = {}
+    for e in epochs:
+        t = int(e["epoch"])
+        if cfg.variant == "official":
+            lead = history[modalities[0]][:t]
+            is_open = Fn.official_window_open(lead, t, k, cfg.official_span)
+            out[t] = dict.fromkeys(modalities, is_open)
+        else:
+            out[t] = {m: Fn.window_open(history[m][:t], t, k) for m in modalities}
+    return out
+
+
+def decision_problems(
+    records: list[dict[str, Any]], modalities: list[str], cfg: RegulatorConfig
+) -> list[str]:
+    problems = []
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    windows = windows_from_traces(epochs, modalities, cfg)
+    for e in epochs:
+        for m in modalities:
+            if bool(e[f"window_open.{m}"]) != windows[int(e["epoch"])][m]:
+                problems.append(
+                    f"epoch {e['epoch']}: window_open.{m}={e[f'window_open.{m}']} but the traces "
+                    f"give {windows[int(e['epoch'])][m]}"
+                )
+    for r in (r for r in records if r["kind"] == "step"):
+        where = f"step {r['step']}"
+        scores = torch.tensor([float(r[f"score.{m}"]) for m in modalities], dtype=torch.float64)
+        gaps = Fn.score_gaps(scores).tolist()
+        for m, gap in zip(modalities, gaps, strict=True):
+            if not _close(float(r[f"gap.{m}"]), gap):
+                problems.append(f"{where}: gap.{m}={r[f'gap.{m}']} but the scores give {gap}")
+        if cfg.name == "joint":
+            if any(float(r[f"regulated.{m}"]) != 0 for m in modalities):
+                problems.append(f"{where}: joint training never regulates, but regulated is set")
+            continue
+        if cfg.name == "ogm_ge":
+            problems += ogm_problems(r, modalities, scores, cfg)
+            continue
+        gap_t = torch.tensor([float(r[f"gap.{m}"]) for m in modalities], dtype=torch.float64)
+        if cfg.variant == "official":
+            alpha = Fn.official_alpha(gap_t, cfg.official_lead_coef, cfg.official_other_coef)
+        else:
+            alpha = Fn.regulation_alpha(gap_t, cfg.beta)
+        window = windows.get(int(r["epoch"]))
+        for i, m in enumerate(modalities):
+            if not _close(float(r[f"alpha.{m}"]), float(alpha[i])):
+                problems.append(f"{where}: alpha.{m}={r[f'alpha.{m}']}, METHOD.md gives {alpha[i]}")
+            if window is None:
+                continue  # the run stopped before this epoch's record
+            allowed = {
+                "window": window[m],
+                "always": True,
+                "outside_window": not window[m],
+            }[cfg.schedule]
+            expected = allowed and float(r[f"gap.{m}"]) > 0
+            if bool(r[f"regulated.{m}"]) != expected:
+                problems.append(
+                    f"{where}: regulated.{m}={r[f'regulated.{m}']} but window={window[m]}, "
+                    f"gap={r[f'gap.{m}']}, schedule={cfg.schedule}"
+                )
+    return problems
+
+
+def ogm_problems(
+    r: dict[str, Any], modalities: list[str], scores: torch.Tensor, cfg: RegulatorConfig
+) -> list[str]:
+    """OGM-GE: the highest score (first on a tie) is modulated by k = 1 - tanh(alpha * rho)
+    within the modulation epochs; the others keep k = 1."""
+    problems = []
+    active = cfg.modulation_starts <= int(r["epoch"]) <= cfg.modulation_ends
+    k = Fn.ogm_coefficients(scores, cfg.alpha).tolist()
+    dominant = int(torch.argmax(scores))
+    for i, m in enumerate(modalities):
+        expected_k = k[i] if active else 1.0
+        if f"coeff.{m}" in r and not _close(float(r[f"coeff.{m}"]), expected_k):
+            problems.append(
+                f"step {r['step']}: coeff.{m}={r[f'coeff.{m}']}, OGM gives {expected_k}"
+            )
+        if bool(r[f"regulated.{m}"]) != (active and i == dominant):
+            problems.append(
+                f"step {r['step']}: regulated.{m}={r[f'regulated.{m}']} but OGM "
+                f"modulates {modalities[dominant] if active else 'nothing'}"
+            )
+    return problems
+
+
+def audit(records: list[dict[str, Any]], cfg: RegulatorConfig) -> list[str]:
+    """Every disagreement of the records with the schema and with METHOD.md (empty: none)."""
+    modalities = modalities_of(records)
+    if not any(r.get("kind") == "epoch" for r in records) or not modalities:
+        return ["no epoch record"]
+    problems = [p for i, r in enumerate(records, start=1) for p in schema_problems(r, i)]
+    if not problems:
+        problems += decision_problems(records, modalities, cfg)
+    for r in records:
+        for k, v in r.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                problems.append(f"{r['kind']} {r.get('step', r.get('epoch'))}: {k} is {v}")
+    return problems
+
+
+def audit_run(out_dir: Path) -> list[str]:
+    config = json.loads((out_dir / "config.json").read_text())
+    cfg = from_mapping(RegulatorConfig, config["regulator"], prefix="regulator")
+    try:
+        records = parse_lines((out_dir / "metrics.jsonl").read_text(encoding="utf-8"))
+    except RecordError as e:
+        return [str(e)]
+    return audit(records, cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m studies.audit RUN_DIR|RUN_DIR/metrics.jsonl", file=sys.stderr)
+        return 2
+    run = Path(args[0])
+    found = audit_run(run.parent if run.is_file() else run)
+    print("\n".join(found) if found else "metrics.jsonl: schema and decisions agree with METHOD.md")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
