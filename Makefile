@@ -35,7 +35,7 @@ demo: setup
 			--deepspeed_config deepspeed_configs/zero2.json data.dir=$(DEMO_DIR)/shards \
 			regulator.name=$$method run.out_dir=$(DEMO_DIR)/$$method run.progress=false || exit 1; \
 	done
-	$(PY) -m launch.compare $(DEMO_DIR)/joint $(DEMO_DIR)/inforeg --plot $(DEMO_DIR)/information.png
+	$(PY) -m studies.compare $(DEMO_DIR)/joint $(DEMO_DIR)/inforeg --plot $(DEMO_DIR)/information.png
 
 # The AV-MNIST study (docs/RESULTS.md): build AV-MNIST from ../shared/data, train every method of
 # configs/avmnist/ for 3 seeds (2 single-thread runs at a time), write the report. Finished runs
