@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from einops import rearrange, reduce
@@ -71,8 +72,11 @@ class ModelConfig:
                 raise ValueError(f"model.encoders.{modality}.kind must be one of {IMAGE_KINDS}")
 
 
-@dataclass(frozen=True)
-class ModelOutput:
+class ModelOutput(NamedTuple):
+    """The model's outputs. A named tuple (not a dataclass) so that DeepSpeed's engine finds its
+    tensors: it hooks the forward's output tensors to run its backward prologue (timers, the
+    flops profiler, ZeRO's backward bookkeeping) and skips objects it cannot traverse."""
+
     logits: Tensor  # (B, C)
     features: dict[str, Tensor]  # modality -> (B, D_m), in head order
 

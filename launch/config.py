@@ -99,6 +99,27 @@ class OptimConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProfileConfig:
+    """A torch.profiler trace of a window of steps (docs/profiling.md); off when steps is 0."""
+
+    start_step: int = 0
+    """The first optimizer step traced (0-based, counted over the whole run)."""
+    steps: int = 0
+    """How many steps are traced; 0: no trace."""
+    ranks: tuple[int, ...] = (0,)
+    """The ranks that write a trace (each its own file)."""
+    with_stack: bool = False
+    """Record Python stacks too (larger traces, more overhead)."""
+
+    def __post_init__(self) -> None:
+        for name in ("start_step", "steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"run.profile.{name} must be >= 0, got {getattr(self, name)}")
+        if any(r < 0 for r in self.ranks):
+            raise ValueError(f"run.profile.ranks must be ranks >= 0, got {self.ranks}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     epochs: int
     seed: int = 0
@@ -114,6 +135,10 @@ class RunConfig:
     """Stop each epoch after this many steps (benchmarks, smoke tests); 0: the whole epoch."""
     progress: bool = True
     """A progress bar on rank 0 (batches/s; samples/s as of the last step record)."""
+    peak_tflops: float = 0.0
+    """The device's dense peak TFLOP/s for MFU; 0: from the table of known GPUs (launch/flops.py),
+    none on a CPU (MFU then omitted)."""
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -121,6 +146,8 @@ class RunConfig:
         for name in ("log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"run.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.peak_tflops >= 0:
+            raise ValueError(f"run.peak_tflops must be >= 0, got {self.peak_tflops}")
         for name in ("checkpoint_every", "threads", "max_steps_per_epoch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"run.{name} must be >= 0, got {getattr(self, name)}")

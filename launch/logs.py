@@ -55,11 +55,18 @@ class RunLog:
         flat = record.to_json()
         kind = flat["kind"]
         for key, value in flat.items():
-            if key in ("kind", "epoch", "step") or not isinstance(value, int | float):
-                continue
-            if isinstance(value, float) and not math.isfinite(value):
-                continue
-            self._tb.add_scalar(f"{kind}/{key}", float(value), tb_step)
+            if isinstance(value, dict):  # phases: one scalar each, step/phases/<phase>
+                for name, v in value.items():
+                    self._scalar(f"{kind}/{key}/{name}", v, tb_step)
+            elif key not in ("kind", "epoch", "step"):
+                self._scalar(f"{kind}/{key}", value, tb_step)
+
+    def _scalar(self, tag: str, value: Any, step: int) -> None:
+        if not isinstance(value, int | float) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            return
+        self._tb.add_scalar(tag, float(value), step)
 
     def progress(self, total: int, initial: int, desc: str, enabled: bool) -> None:
         if self.is_main and enabled:

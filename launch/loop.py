@@ -39,7 +39,9 @@ from launch import checkpoint
 from launch.config import TrainConfig, lr_at
 from launch.data import Data
 from launch.distributed import DistInfo
+from launch.flops import ModelFlops
 from launch.logs import RunLog
+from launch.profiling import PhaseClock, Tracer
 from launch.records import EpochRecord, StepRecord, modality_fields, per_modality
 from launch.zero import ZeroGradients, add_pre_step_hook, compute_dtype
 
@@ -94,6 +96,8 @@ class Trainer:
         data: Data,
         dist_info: DistInfo,
         out_dir: Path,
+        flops: ModelFlops | None = None,
+        peak_tflops: float | None = None,
     ):
         self.cfg = cfg
         self.engine = engine
@@ -116,6 +120,16 @@ class Trainer:
         self.best_acc = -math.inf
         self.log: RunLog | None = None
         self.compute_dtype = compute_dtype(engine)
+        self.flops = flops
+        self.peak_tflops = peak_tflops
+        self.clock = PhaseClock(dist_info.device)
+        profile = cfg.run.profile
+        traced = profile.steps > 0 and dist_info.rank in profile.ranks
+        self.tracer = (
+            Tracer(out_dir, profile.start_step, profile.steps, dist_info.rank, profile.with_stack)
+            if traced
+            else None
+        )
         add_pre_step_hook(engine, self.before_optimizer_step)
 
     # ----- checkpoints -------------------------------------------------------------------
@@ -203,14 +217,25 @@ class Trainer:
     def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """The pre-step event, inside `engine.step()`: gradients averaged across ranks and
         unscaled; the regulator's one fused pass over them, before the update."""
-        self.gradients.bind(optimizer)
-        self.regulator.on_gradients()
+        self.clock.mark("optimizer")  # engine.step's work before the hook (unscaling, ZeRO 1)
+        with self.clock.phase("regulator", self.tracing, "regulator.fused_pass"):
+            self.gradients.bind(optimizer)
+            self.regulator.on_gradients()
+
+    @property
+    def tracing(self) -> bool:
+        return self.tracer is not None and self.tracer.active
 
     def train_step(self, batch: dict[str, Tensor]) -> None:
-        out = self.forward(batch)
-        loss = self.regulator.loss(out, batch["label"])  # joint (+ unimodal) CE; scores on device
-        self.engine.backward(loss)
-        self.engine.step()  # before_optimizer_step, then the update
+        clock, tracing = self.clock, self.tracing
+        with clock.phase("forward", tracing):
+            out = self.forward(batch)
+        with clock.phase("regulator", tracing, "regulator.loss"):  # CE; scores, decision
+            loss = self.regulator.loss(out, batch["label"])
+        with clock.phase("backward", tracing):  # ZeRO reduces gradients here (stage 2)
+            self.engine.backward(loss)
+        with clock.phase("optimizer", tracing):  # before_optimizer_step, then the update
+            self.engine.step()
         finite = torch.isfinite(loss.detach())
         step_t = torch.full((), float(self.step), device=loss.device, dtype=torch.float64)
         first_bad = self.epoch_sums.get("first_nonfinite_step")
@@ -250,10 +275,21 @@ class Trainer:
             lr=self.engine.optimizer.param_groups[0]["lr"],
             samples_per_s=w.samples * self.dist.world_size / wall if wall > 0 else None,
             data_wait_frac=w.data_wait_s / wall if wall > 0 else None,
+            phases=self.clock.fractions(),
+            **self.achieved(w.samples / wall if wall > 0 else None),
         )
         self.log.write(record, tb_step=self.step - 1)
         self.log.show_rate(record.samples_per_s)
         self.window = Window()
+        self.clock.reset()
+
+    def achieved(self, samples_per_s_per_rank: float | None) -> dict[str, float | None]:
+        """TFLOP/s per device from the counted FLOPs per sample, and MFU where a peak is known."""
+        if self.flops is None or samples_per_s_per_rank is None:
+            return {"tflops": None, "mfu": None}
+        tflops = self.flops.total * samples_per_s_per_rank / 1e12
+        mfu = tflops / self.peak_tflops if self.peak_tflops else None
+        return {"tflops": tflops, "mfu": mfu}
 
     def run_epoch(self) -> None:
         cfg = self.cfg
@@ -269,15 +305,21 @@ class Trainer:
         self.log.progress(total, self.batches_in_epoch, f"epoch {self.epoch}", cfg.run.progress)
         epoch_start = time.perf_counter()
         self.window.start = time.perf_counter()
+        self.clock.reset()
         it = iter(loader)
         while self.batches_in_epoch < total:
+            if self.tracer is not None:
+                self.tracer.before_step(self.step)
+            self.clock.mark("other")  # the loop's own work since the last step
             t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
+            with self.clock.phase("data_wait", self.tracing):
+                batch = next(it, None)
+            if batch is None:
                 break
             self.window.data_wait_s += time.perf_counter() - t0
             self.train_step(batch)
+            if self.tracer is not None:
+                self.tracer.after_step(self.step)
             self.step += 1
             self.batches_in_epoch += 1
             self.window.steps += 1
@@ -376,4 +418,6 @@ class Trainer:
                 self.end_epoch()
             self.save_weights("last_model.pt")
         finally:
+            if self.tracer is not None:
+                self.tracer.close()
             self.log.close()

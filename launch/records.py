@@ -80,7 +80,15 @@ class StepRecord:
     """Method-specific per-modality fields (OGM: ``coeff``, ``ratio``)."""
     lr: float | None = None
     samples_per_s: float | None = None
+    """All ranks together."""
     data_wait_frac: float | None = None
+    """The host's time waiting for batches over the window's wall time."""
+    phases: Mapping[str, float] = field(default_factory=dict)
+    """Each phase's share of the window (`launch.profiling.PHASES`; they add up to 1)."""
+    tflops: float | None = None
+    """Achieved training TFLOP/s per device (the model's counted FLOPs per sample x samples/s)."""
+    mfu: float | None = None
+    """tflops over the device's dense peak (None where no peak is known)."""
 
     @property
     def modalities(self) -> list[str]:
@@ -101,6 +109,7 @@ class StepRecord:
         out.update(_flatten(self.extra))
         out.update(lr=self.lr, samples_per_s=self.samples_per_s)
         out["data_wait_frac"] = self.data_wait_frac
+        out.update(phases=dict(self.phases), tflops=self.tflops, mfu=self.mfu)
         return out
 
     @staticmethod
@@ -120,6 +129,9 @@ class StepRecord:
             lr=flat.get("lr"),
             samples_per_s=flat.get("samples_per_s"),
             data_wait_frac=flat.get("data_wait_frac"),
+            phases=dict(flat.get("phases") or {}),
+            tflops=flat.get("tflops"),
+            mfu=flat.get("mfu"),
         )
 
 
@@ -203,7 +215,13 @@ def finite_or_none(value: Any) -> Any:
 
 def dumps(record: Record) -> str:
     """One metrics.jsonl line (without its newline)."""
-    return json.dumps({k: finite_or_none(v) for k, v in record.to_json().items()})
+    clean = {}
+    for key, value in record.to_json().items():
+        if isinstance(value, dict):  # phases
+            clean[key] = {k: finite_or_none(v) for k, v in value.items()}
+        else:
+            clean[key] = finite_or_none(value)
+    return json.dumps(clean)
 
 
 def schema_problems(flat: Mapping[str, Any], line: int) -> list[str]:

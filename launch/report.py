@@ -8,7 +8,9 @@ Plots:
 - ``information.png``: each modality's information amount (Fisher trace) per epoch, with the
   epochs where its prime-learning window was open shaded (the paper's Fig. 1);
 - ``alpha.png``: each modality's regulation coefficient over the logged steps;
-- ``accuracy.png``: fused and per-modality evaluation accuracy per epoch.
+- ``accuracy.png``: fused and per-modality evaluation accuracy per epoch;
+- ``phases.png``: where each step's time went (data wait, forward, backward, regulator,
+  optimizer, other) over the logged steps.
 """
 
 from __future__ import annotations
@@ -48,18 +50,44 @@ def compact(epochs: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
+def mean_phases(steps: Sequence[StepRecord]) -> dict[str, float]:
+    """Each phase's share of the step time over the run's step records (mean of the records)."""
+    timed = [s.phases for s in steps if s.phases]
+    names = list(timed[0]) if timed else []
+    return {n: sum(p.get(n, 0.0) for p in timed) / len(timed) for n in names}
+
+
+def mean_of(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
 def summarize_run(run: RunRecords, extra: dict[str, Any]) -> dict[str, Any]:
-    """The last and best epoch (by fused accuracy) with all their metrics."""
+    """The last and best epoch (by fused accuracy) with all their metrics, and where the step
+    time went (mean phase split, achieved TFLOP/s and MFU per device)."""
     if not run.epochs:
         return {**extra, "epochs": 0}
     scored = [e for e in run.epochs if e.acc is not None]
     best = max(scored, key=lambda e: e.acc or 0.0) if scored else run.epochs[-1]
-    return {
-        **extra,
-        "epochs": len(run.epochs),
-        "last": run.epochs[-1].to_json(),
-        "best": best.to_json(),
-    }
+    last = run.epochs[-1].to_json()
+    out = {**extra, "epochs": len(run.epochs), "last": last, "best": best.to_json()}
+    out["phases"] = mean_phases(run.steps)
+    out["tflops"] = mean_of(s.tflops for s in run.steps)
+    out["mfu"] = mean_of(s.mfu for s in run.steps)
+    return out
+
+
+def time_split(run: RunRecords) -> str:
+    """One line: the mean phase split of the steps, and TFLOP/s and MFU where recorded."""
+    phases = mean_phases(run.steps)
+    if not phases:
+        return "step time: no phase timings recorded"
+    line = "step time: " + ", ".join(f"{n} {100 * f:.1f}%" for n, f in phases.items())
+    tflops, mfu = mean_of(s.tflops for s in run.steps), mean_of(s.mfu for s in run.steps)
+    if tflops is not None:
+        line += f"; {tflops:.3g} TFLOP/s per device"
+        line += f", MFU {100 * mfu:.1f}%" if mfu is not None else " (MFU: no peak known)"
+    return line
 
 
 def close_figure(fig: Any, path: Path, dpi: int) -> None:
@@ -122,6 +150,17 @@ def plot_accuracy(epochs: Sequence[EpochRecord], modalities: list[str], path: Pa
     save(fig, ax, path)
 
 
+def plot_phases(steps: Sequence[StepRecord], path: Path) -> None:
+    timed = [s for s in steps if s.phases]
+    names = list(timed[0].phases)
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
+    shares = [[100 * s.phases.get(n, 0.0) for s in timed] for n in names]
+    ax.stackplot([s.step for s in timed], shares, labels=names)
+    ax.set(xlabel="step", ylabel="share of step time (%)", ylim=(0, 100))
+    ax.set_title("Where the step time went")
+    save(fig, ax, path)
+
+
 def table(run: RunRecords) -> str:
     """A plain-text table of the epoch records."""
     modalities = run.modalities
@@ -156,6 +195,9 @@ def write_report(out_dir: Path, extra: dict[str, Any]) -> dict[str, Path]:
     if run.steps:
         paths["alpha"] = out_dir / "alpha.png"
         plot_alpha(run.steps, modalities, paths["alpha"])
+    if any(s.phases for s in run.steps):
+        paths["phases"] = out_dir / "phases.png"
+        plot_phases(run.steps, paths["phases"])
     return paths
 
 
@@ -167,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args[0])
     for name, p in write_report(run_dir, {}).items():
         print(f"{name}: {p}")
-    print(table(read_run(run_dir / "metrics.jsonl")))
+    run = read_run(run_dir / "metrics.jsonl")
+    print(table(run))
+    print(time_split(run))
     return 0
 
 

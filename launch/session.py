@@ -22,11 +22,12 @@ from inforeg.model import build_model
 from inforeg.regulators import Regulator, build_regulator
 from launch import checkpoint
 from launch.config import TrainConfig, config_to_dict, load_config
-from launch.data import build_data, check_dataset
+from launch.data import Data, build_data, check_dataset
 from launch.distributed import DistInfo, close, cpu_threads_per_rank, init_distributed
+from launch.flops import ModelFlops, peak_tflops, training_flops
 from launch.loop import NonFiniteLoss, Trainer
 from launch.records import read_run
-from launch.report import table, write_report
+from launch.report import table, time_split, write_report
 from launch.typed import ConfigError
 from launch.zero import ZeroGradients, build_optimizer, compute_dtype, deepspeed_config
 
@@ -34,6 +35,32 @@ from launch.zero import ZeroGradients, build_optimizer, compute_dtype, deepspeed
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def count_flops(cfg: TrainConfig, data: Data) -> ModelFlops | None:
+    """The model's training FLOPs per sample on the data's shapes (None if an op of the model
+    cannot be counted on the meta device; the run goes on without MFU)."""
+    try:
+        return training_flops(
+            cfg.model,
+            data.input_spec,
+            len(data.info.classes),
+            cfg.data.frames,
+            cfg.data.size,
+            data.info.audio_feature_shape,
+        )
+    except (RuntimeError, NotImplementedError) as e:
+        print(f"train: FLOPs not counted ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
+
+
+def describe_throughput(
+    flops: ModelFlops | None, peak: float | None, device: torch.device, dtype: torch.dtype
+) -> str:
+    counted = "FLOPs not counted" if flops is None else f"model {flops.describe()}"
+    if peak is None:
+        return f"{counted}; no peak known for {device} (set run.peak_tflops for MFU)"
+    return f"{counted}; MFU against {peak:g} TFLOP/s ({str(dtype).removeprefix('torch.')})"
 
 
 @dataclass
@@ -54,7 +81,9 @@ class Session:
         if self.dist.is_main and (self.out_dir / "metrics.jsonl").is_file():
             extra = {"config": config_to_dict(self.cfg), "exit_code": code}
             paths = write_report(self.out_dir, extra)
-            print(table(read_run(self.out_dir / "metrics.jsonl")))
+            run = read_run(self.out_dir / "metrics.jsonl")
+            print(table(run))
+            print(time_split(run))
             for name, path in paths.items():
                 print(f"{name}: {path}")
         close()
@@ -103,7 +132,11 @@ def build_session(
     groups = ModalityGroups.from_model(model)
     gradients = ZeroGradients.of(engine, model, groups)
     regulator: Regulator = build_regulator(cfg.regulator, groups, gradients.views, model.head)
-    trainer = Trainer(cfg, engine, model, regulator, gradients, data, dist_info, out_dir)
+    flops = count_flops(cfg, data)
+    peak = peak_tflops(dist_info.device, dtype, cfg.run.peak_tflops)
+    trainer = Trainer(
+        cfg, engine, model, regulator, gradients, data, dist_info, out_dir, flops, peak
+    )
     tag = previous if resume == "auto" else None
     if dist_info.is_main:
         where = f"resuming from {tag}" if tag else "from scratch"
@@ -115,5 +148,19 @@ def build_session(
             f"with {cfg.data.pipeline}, {dist_info.world_size} rank(s), ZeRO stage "
             f"{engine.zero_optimization_stage()}, {where}; out {out_dir}",
             flush=True,
+        )
+        print(f"train: {describe_throughput(flops, peak, dist_info.device, dtype)}", flush=True)
+        (out_dir / "flops.json").write_text(
+            json.dumps(
+                {
+                    "flops_per_sample": None if flops is None else flops.total,
+                    "by_module": None if flops is None else flops.by_module,
+                    "peak_tflops": peak,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "device": str(dist_info.device),
+                },
+                indent=2,
+            )
+            + "\n"
         )
     return Session(cfg=cfg, dist=dist_info, trainer=trainer, resume_tag=tag, out_dir=out_dir)
