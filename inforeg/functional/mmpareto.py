@@ -27,16 +27,20 @@ from torch import Tensor
 def param_dots(g_mm: Tensor, g_uni: Tensor, param_ids: Tensor, num_params: int) -> Tensor:
     """(P, 3) float64 per-parameter ``(g_mm.g_mm, g_mm.g_u, g_u.g_u)`` of flat gradients (N,)
     whose element i belongs to parameter ``param_ids[i]`` (a reference layout; a rank holding
-    part of a tensor sums its part, then all-reduces)."""
+    part of a tensor sums its part, then all-reduces). The fast path is a per-segment reduction
+    in the kernels (like their per-parameter moments); this one costs several float64 copies
+    of the gradients."""
     if g_mm.shape != g_uni.shape or g_mm.shape != param_ids.shape or g_mm.dim() != 1:
         raise ValueError(
             f"g_mm {tuple(g_mm.shape)}, g_uni {tuple(g_uni.shape)} and param_ids "
             f"{tuple(param_ids.shape)} must be the same (N,) shape"
         )
-    a, u = g_mm.double(), g_uni.double()
-    prods = torch.stack([a * a, a * u, u * u], dim=1)  # (N, 3)
-    out = torch.zeros(num_params, 3, dtype=torch.float64, device=g_mm.device)
-    return out.index_add_(0, param_ids, prods)
+    a, u = g_mm.double(), g_uni.double()  # (N,) each: a reference, not the fast path
+    out = torch.zeros(3, num_params, dtype=torch.float64, device=g_mm.device)
+    out[0].index_add_(0, param_ids, a * a)
+    out[1].index_add_(0, param_ids, a * u)
+    out[2].index_add_(0, param_ids, u * u)
+    return out.T.contiguous()  # (P, 3)
 
 
 def modality_dots(dots: Tensor, param_modality: Tensor, num_modalities: int) -> Tensor:
