@@ -32,13 +32,13 @@ def ogm_score_sums(logits: Mapping[str, Tensor] | Sequence[Tensor], labels: Tens
     """(M,) fp32 ``sum_i softmax(z_m)_i[y_i]`` per modality (the code's ``score_a``/``score_v``).
 
     Sums, not means, so data-parallel ranks all-reduce them into the global batch's scores
-    before `ogm_coefficients` (the code's scores are over its one, global, batch).
+    before `official_coefficients` (the code's scores are over its one, global, batch).
     """
     named = logits if isinstance(logits, Mapping) else {str(i): z for i, z in enumerate(logits)}
     return score_sums(named, labels, "prob_sum").float()
 
 
-def ogm_coefficients(scores: Tensor, alpha: float = 0.8) -> tuple[Tensor, Tensor]:
+def official_coefficients(scores: Tensor, alpha: float = 0.8) -> tuple[Tensor, Tensor]:
     """The official two-modality rule: ``(k, rho)``, both (2,), from scores ``(S_a, S_v)``.
 
     ``rho = (S_a / S_v, S_v / S_a)``; ``k`` is 1 except for the dominant modality, which gets

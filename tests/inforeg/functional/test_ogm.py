@@ -15,20 +15,20 @@ def t(*values: float) -> torch.Tensor:
 
 def test_audio_dominant_is_slowed_video_keeps_one():
     # main.py 108-124: ratio_v = 5 / 10 = 0.5 <= 1, so coeff_a = 1 - tanh(0.8 * 2) = 1 - 0.9216686
-    k, rho = ogm.ogm_coefficients(t(10.0, 5.0), alpha=0.8)
+    k, rho = ogm.official_coefficients(t(10.0, 5.0), alpha=0.8)
     torch.testing.assert_close(k, t(0.0783314, 1.0))
     torch.testing.assert_close(rho, t(2.0, 0.5))
 
 
 def test_video_dominant_when_its_ratio_exceeds_one():
     # ratio_v = 8 / 2 = 4 > 1: coeff_v = 1 - tanh(3.2) = 1 - 0.9966824, coeff_a = 1
-    k, _ = ogm.ogm_coefficients(t(2.0, 8.0), alpha=0.8)
+    k, _ = ogm.official_coefficients(t(2.0, 8.0), alpha=0.8)
     torch.testing.assert_close(k, t(1.0, 0.0033176))
 
 
 def test_a_tie_modulates_audio_as_the_code_does():
     # ratio_v = 1 is not > 1 (line 119): the else branch, coeff_a = 1 - tanh(0.8 * 1) = 0.3359632
-    k, _ = ogm.ogm_coefficients(t(3.0, 3.0), alpha=0.8)
+    k, _ = ogm.official_coefficients(t(3.0, 3.0), alpha=0.8)
     torch.testing.assert_close(k, t(0.3359632, 1.0))
 
 
@@ -43,20 +43,20 @@ def test_coefficients_from_head_slice_logits():
     sa = ogm.ogm_score_sums([za], labels)
     sv = ogm.ogm_score_sums({"video": zv}, labels_v)
     torch.testing.assert_close(torch.cat([sa, sv]), t(1.0, 1.75))
-    k, _ = ogm.ogm_coefficients(torch.cat([sa, sv]), alpha=0.8)
+    k, _ = ogm.official_coefficients(torch.cat([sa, sv]), alpha=0.8)
     torch.testing.assert_close(k, t(1.0, 0.1146484))
 
 
 def test_ogm_is_defined_for_two_modalities():
     with pytest.raises(ValueError, match="two modalities"):
-        ogm.ogm_coefficients(t(1.0, 2.0, 3.0))
+        ogm.official_coefficients(t(1.0, 2.0, 3.0))
     with pytest.raises(ValueError, match="alpha"):
-        ogm.ogm_coefficients(t(1.0, 2.0), alpha=0.0)
+        ogm.official_coefficients(t(1.0, 2.0), alpha=0.0)
 
 
 def test_a_zero_score_gives_the_other_modality_k_zero():
     # S_a = 0: ratio_v = inf > 1, coeff_v = 1 - tanh(inf) = 0 (the code divides the same way)
-    k, _ = ogm.ogm_coefficients(t(0.0, 2.0))
+    k, _ = ogm.official_coefficients(t(0.0, 2.0))
     torch.testing.assert_close(k, t(1.0, 0.0))
 
 
