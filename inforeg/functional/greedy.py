@@ -26,9 +26,11 @@ device tensors (`GreedyState`); `greedy_step` advances it with no host sync.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -121,6 +123,31 @@ def cut_gate(gate: Tensor, running_gate: Tensor, modality: int, state: GreedySta
     average (C,) broadcast over the batch inside a window that cares for it, else `gate`."""
     cut = state.curation & (state.caring == modality)
     return torch.where(cut, running_gate.detach().expand_as(gate), gate)
+
+
+def mmtm_gates(
+    maps: Sequence[Tensor],
+    squeeze: tuple[Tensor, Tensor],
+    excite: Sequence[tuple[Tensor, Tensor]],
+) -> list[Tensor]:
+    """MMTM's channel gates (``balanced_mmtm.py`` lines 93-111), one (B, C_m) per branch.
+
+    `maps` are the branches' feature maps (B, C_m, ...); each is squeezed to its channel means,
+    the squeezes concatenated, passed through ``relu(W_sq s + b_sq)`` (`squeeze` = (weight,
+    bias)) and each branch's excitation ``sigmoid(W_m e + b_m)``. Rescale branch m by
+    ``maps[m] * gate_m[..., None, None]``.
+    """
+    if len(maps) != len(excite):
+        raise ValueError(f"{len(maps)} feature maps but {len(excite)} excitation layers")
+    squeezed = torch.cat([x.flatten(2).mean(-1) for x in maps], dim=1)  # (B, sum C_m)
+    e = torch.relu(F.linear(squeezed, *squeeze))
+    return [torch.sigmoid(F.linear(e, w, b)) for w, b in excite]
+
+
+def running_gate(average: Tensor, gate: Tensor, step: int | Tensor) -> Tensor:
+    """``(mean_b gate + average * step) / (step + 1)``, detached: the gate's running mean over
+    the forwards so far (``balanced_mmtm.py`` lines 113-116; `step` counts earlier forwards)."""
+    return ((gate.detach().mean(0) + average * step) / (step + 1)).detach()
 
 
 def conditional_utilization(acc_with_flow: Tensor, acc_without_flow: Tensor) -> Tensor:

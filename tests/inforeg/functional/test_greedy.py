@@ -108,3 +108,25 @@ def test_greedy_is_defined_for_two_modalities():
         greedy.greedy_step(GreedyState.initial(), terms(1, 1, 1, 1), unlocked=True, window=0)
     with pytest.raises(ValueError, match="equal shape"):
         greedy.speed_terms(d64(1.0), d64(1.0, 1.0), d64(1.0), d64(1.0))
+
+
+def test_mmtm_gates_and_their_running_average():
+    # balanced_mmtm.py 93-111: squeeze = channel means; branch 0 map (1, 1, 2, 2) of mean 2,
+    # branch 1 map (1, 1, 2, 2) of mean -1 -> s = (2, -1); relu(W_sq s + b) with W_sq = [[1, 1]],
+    # b = 0 -> e = relu(1) = 1; gates sigmoid(w_m e + b_m): sigmoid(2 - 2) = 0.5, sigmoid(0 + ln 3)
+    # = 0.75
+    x0 = torch.full((1, 1, 2, 2), 2.0)
+    x1 = torch.tensor([[[[-2.0, 0.0], [-1.0, -1.0]]]])
+    squeeze = (torch.tensor([[1.0, 1.0]]), torch.zeros(1))
+    excite = [
+        (torch.tensor([[2.0]]), torch.tensor([-2.0])),
+        (torch.tensor([[0.0]]), torch.tensor([math.log(3.0)])),
+    ]
+    g0, g1 = greedy.mmtm_gates([x0, x1], squeeze, excite)
+    torch.testing.assert_close(g0, torch.tensor([[0.5]]))
+    torch.testing.assert_close(g1, torch.tensor([[0.75]]))
+    # lines 113-116: (mean_b gate + avg * step) / (step + 1): (0.5 + 0.9 * 3) / 4 = 0.8
+    avg = greedy.running_gate(torch.tensor([0.9]), torch.tensor([[0.4], [0.6]]), 3)
+    torch.testing.assert_close(avg, torch.tensor([0.8]))
+    with pytest.raises(ValueError, match="excitation"):
+        greedy.mmtm_gates([x0, x1], squeeze, excite[:1])
