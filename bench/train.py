@@ -55,12 +55,15 @@ def figures(records: list[dict[str, Any]], warmup: int, pipeline: str) -> dict[s
         raise ValueError(f"{pipeline}: no step record after the {warmup} warm-up steps")
     rates = [r["samples_per_s"] for r in steps]
     waits = [r["data_wait_frac"] for r in steps]
+    timed = [r["phases"] for r in steps if r.get("phases")]
+    phases = {n: statistics.mean(p[n] for p in timed) for n in timed[0]} if timed else {}
     return {
         "pipeline": pipeline,
         "steps": len(steps),
         "samples_per_s": statistics.mean(rates),
         "data_wait_frac": statistics.mean(waits),
         "max_data_wait_frac": max(waits),
+        "phases": phases,
     }
 
 
@@ -86,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
             f"{r['pipeline']:<10} {r['steps']:>5} {r['samples_per_s']:>10.2f} "
             f"{r['data_wait_frac']:>15.3f} {r['max_data_wait_frac']:>6.3f}"
         )
+    for r in rows:
+        if r["phases"]:
+            split = ", ".join(f"{n} {100 * f:.1f}%" for n, f in r["phases"].items())
+            print(f"{r['pipeline']:<10} step time: {split}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
