@@ -169,7 +169,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     # All are validated (ValueError naming the option) before any file is read or written.
     options = _build_options(args)
     sharded = args.num_shards is not None or args.shard_index is not None
-    sharding = Sharding(num_shards=args.num_shards or 1, shard_index=args.shard_index or 0)
+    sharding = Sharding(
+        num_shards=1 if args.num_shards is None else args.num_shards,
+        shard_index=0 if args.shard_index is None else args.shard_index,
+    )
     settings = _run_settings(args)
     if sharded:
         from preprocess.parts import build_part
@@ -265,30 +268,51 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-shards", type=int, default=None, help="parts of a sharded build: N")
     p.add_argument("--shard-index", type=int, default=None, help="this part: rows p %% N == I")
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="per-sample stage")
-    p.add_argument("--ray-address", default=None, help="Ray cluster to join (none: start a local one of --workers CPUs)")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join (none: start a local one of --workers CPUs)",
+    )
     p.set_defaults(func=_cmd_build)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from preprocess.bench import format_table, run_bench
+    from preprocess.bench import format_merge, format_table, run_bench
+    from preprocess.stage import EXECUTORS
 
     options = _build_options(args)
     workers = [int(w) for w in _csv_list(args.workers)]
     if not workers or min(workers) < 1:
         raise ValueError(f"--workers must list counts >= 1, got {args.workers!r}")
-    rows = run_bench(Path(args.manifest), options, workers, Path(args.json) if args.json else None)
+    executors = _csv_list(args.executors)
+    if not executors or any(e not in EXECUTORS for e in executors):
+        raise ValueError(f"--executors must list some of {EXECUTORS}, got {args.executors!r}")
+    if "ray" in executors:
+        from preprocess.ray_exec import require_ray
+
+        require_ray()
+    if args.merge_parts < 0:
+        raise ValueError(f"--merge-parts must be >= 0, got {args.merge_parts}")
+    json_path = Path(args.json) if args.json else None
+    rows, merges = run_bench(
+        Path(args.manifest), options, workers, json_path, executors, args.merge_parts
+    )
     print(format_table(rows))
+    if merges:
+        print(format_merge(merges))
     return 0
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="build throughput (clips/s) at several worker counts",
+        help="build throughput (clips/s) per executor and worker count; a merge's cost",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_build_options(p)
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    p.add_argument("--executors", default="local", help="comma-separated: local,ray")
+    p.add_argument("--merge-parts", type=int, default=0, help="also build as N parts + merge")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.set_defaults(func=_cmd_bench)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,7 +125,18 @@ def _read_markers(out: Path) -> tuple[list[PartMarker], list[str]]:
             markers.append(read_marker(path))
         except ValueError as e:
             problems.append(str(e))
-    markers.sort(key=lambda m: (m.sharding.num_shards, m.sharding.shard_index))
+    # The reference build is the most common one (part count first, then configuration): the
+    # parts that differ from it are named.
+    counts = Counter(m.sharding.num_shards for m in markers)
+    configs = Counter((m.sharding.num_shards, m.config) for m in markers)
+    markers.sort(
+        key=lambda m: (
+            -counts[m.sharding.num_shards],
+            -configs[(m.sharding.num_shards, m.config)],
+            m.sharding.num_shards,
+            m.sharding.shard_index,
+        )
+    )
     return markers, problems
 
 

@@ -199,5 +199,5 @@ def part_text(out: Path, result: PartResult) -> str:
         f"build: {result.sharding.name} of {out}: {result.rows} rows, {result.bad} with errors; "
         f"processed {result.processed} clips in {result.process_seconds:.1f} s ({rate:.1f} "
         f"clips/s), reused {result.rows - result.processed}\n"
-        f"build: when all {n} parts are done: inforeg-preprocess merge {out}"
+        f"build: when all {n} part(s) are done: inforeg-preprocess merge {out}"
     )

@@ -119,8 +119,8 @@ class Sharding:
             raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(
-                f"--shard-index must be in [0, --num-shards - 1] = [0, {self.num_shards - 1}], "
-                f"got {self.shard_index}"
+                f"--shard-index must be in [0, {self.num_shards - 1}] for --num-shards "
+                f"{self.num_shards}, got {self.shard_index}"
             )
 
     def rows(self, rows: Sequence[ManifestRow]) -> list[ManifestRow]:
