@@ -173,15 +173,15 @@ def merge(
     plan, summaries = check_parts(out)
     with locked(out / LOCK_FILE, "this folder"):
         existing = prepare_folder(out, plan.config, settings.overwrite)
-        if existing is not None:
-            done = up_to_date(plan, existing, settings, started, log)
-            if done is not None:
-                return done
-        (out / DATASET_JSON).unlink(missing_ok=True)
-        with local_pool(settings.workers) as pool:
-            info = assemble(plan, summaries, pool, settings.progress)
+        done = None if existing is None else up_to_date(plan, existing, settings, started, log)
+        if done is None:
+            (out / DATASET_JSON).unlink(missing_ok=True)
+            with local_pool(settings.workers) as pool:
+                info = assemble(plan, summaries, pool, settings.progress)
         if not settings.keep_staging:
             shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
+        if done is not None:
+            return done
     total = len(plan.manifest.rows)
     bad = sum(1 for s in summaries.values() if s.errors)
     result = make_result(info, total, bad, 0, 0.0, started, settings)

@@ -14,6 +14,7 @@ same paths (a shared file system) and have this package installed.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
@@ -49,12 +50,14 @@ def require_ray() -> ModuleType:
 
 @contextmanager
 def ray_session(address: str | None, workers: int) -> Iterator[ModuleType]:
-    """Connected Ray: an existing connection is used as it is; else `address` is joined, or a
-    local cluster of `workers` CPUs started; what is opened here is shut down on leaving."""
+    """Connected Ray: an existing connection is used as it is; else `address` (or Ray's own
+    RAY_ADDRESS variable) is joined, or a local cluster of `workers` CPUs started; what is opened
+    here is shut down on leaving."""
     ray = require_ray()
     if ray.is_initialized():
         yield ray
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
