@@ -19,7 +19,7 @@ import pytest
 from preprocess.cli import main as preprocess_main
 from preprocess.ray_exec import LOCAL_OBJECT_STORE_BYTES, MAX_CHUNK, chunk_size
 from tests.preprocess.conftest import BUILD_ARGS
-from tests.preprocess.test_parts import assert_same_dataset
+from tests.preprocess.test_parts import assert_same_dataset, merge_args, part_args
 
 
 def ray_build_args(manifest: Path, out: Path, *extra: str) -> list[str]:
@@ -67,6 +67,16 @@ def test_ray_build_equals_the_local_build(
 ) -> None:
     out = tmp_path / "data"
     assert preprocess_main(ray_build_args(synth_raw, out)) == 0
+    assert_same_dataset(out, synth_built)
+
+
+def test_a_part_on_ray_and_a_part_on_the_local_pool_merge_into_the_build(
+    ray_cluster: ModuleType, synth_raw: Path, synth_built: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "data"
+    assert preprocess_main(part_args(synth_raw, out, 2, 0, "--executor", "ray")) == 0
+    assert preprocess_main(part_args(synth_raw, out, 2, 1)) == 0
+    assert preprocess_main(merge_args(out)) == 0
     assert_same_dataset(out, synth_built)
 
 
