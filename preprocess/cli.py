@@ -11,10 +11,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from preprocess.build import BuildError
+from preprocess.cli_manifest import add_manifest
+from preprocess.errors import BuildError
 from preprocess.manifest import ManifestError, read_manifest
 from preprocess.schema import BuildOptions
+from preprocess.stage import EXECUTORS
+
+if TYPE_CHECKING:
+    from preprocess.build import BuildResult, RunSettings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -124,29 +130,94 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
     )
 
 
-def _cmd_build(args: argparse.Namespace) -> int:
-    from preprocess.build import RunSettings, build
+def _run_settings(args: argparse.Namespace) -> RunSettings:
+    from preprocess.build import RunSettings
 
-    # Both are validated (ValueError naming the option) before any file is read or written.
-    options = _build_options(args)
     settings = RunSettings(
         workers=args.workers,
         max_error_rate=args.max_error_rate,
         overwrite=args.overwrite,
         keep_staging=args.keep_staging,
         progress=not args.quiet,
+        executor=getattr(args, "executor", "local"),
+        ray_address=getattr(args, "ray_address", None),
     )
+    if settings.executor == "ray":
+        from preprocess.ray_exec import require_ray
+
+        require_ray()  # exit 2 with the install hint before any work
+    return settings
+
+
+def _within_budget(result: BuildResult, settings: RunSettings, out: str, command: str) -> int:
+    if not result.exceeded:
+        return 0
+    print(
+        f"inforeg-preprocess {command}: error: {result.bad} of {result.total} samples were "
+        f"skipped ({100 * result.error_rate:.2f}%), more than --max-error-rate "
+        f"{100 * settings.max_error_rate:.2f}%; the folder is consistent but incomplete, "
+        f"see {Path(out) / 'errors.jsonl'}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from preprocess.build import build
+    from preprocess.plan import Sharding
+
+    # All are validated (ValueError naming the option) before any file is read or written.
+    options = _build_options(args)
+    sharded = args.num_shards is not None or args.shard_index is not None
+    sharding = Sharding(
+        num_shards=1 if args.num_shards is None else args.num_shards,
+        shard_index=0 if args.shard_index is None else args.shard_index,
+    )
+    settings = _run_settings(args)
+    if sharded:
+        from preprocess.parts import build_part
+
+        build_part(args.manifest, args.out, options, settings, sharding)
+        return 0  # the error budget is the merge's (over all parts)
     result = build(args.manifest, args.out, options, settings)
-    if result.exceeded:
-        print(
-            f"inforeg-preprocess build: error: {result.bad} of {result.total} samples were "
-            f"skipped ({100 * result.error_rate:.2f}%), more than --max-error-rate "
-            f"{100 * settings.max_error_rate:.2f}%; the folder is consistent but incomplete, "
-            f"see {Path(args.out) / 'errors.jsonl'}",
-            file=sys.stderr,
-        )
+    return _within_budget(result, settings, args.out, "build")
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from preprocess.merge import MergeError, merge
+
+    settings = _run_settings(args)
+    try:
+        result = merge(args.dir, settings)
+    except MergeError as e:
+        print(f"inforeg-preprocess merge: error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return _within_budget(result, settings, args.dir, "merge")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """How `build` and `merge` run (none of it changes the bytes written)."""
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    p.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.01,
+        help="fraction of skipped samples above which the build (or merge) exits 1",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace another build in the folder")
+    p.add_argument("--keep-staging", action="store_true", help="keep DIR/.staging after success")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="check the N parts of a sharded build and write the dataset from them",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("dir", help="the --out of every part")
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_merge)
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
@@ -193,39 +264,55 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     )
     _add_build_options(p)
     p.add_argument("--out", required=True, help="dataset folder to write")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    _add_run_options(p)
+    p.add_argument("--num-shards", type=int, default=None, help="parts of a sharded build: N")
+    p.add_argument("--shard-index", type=int, default=None, help="this part: rows p %% N == I")
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="per-sample stage")
     p.add_argument(
-        "--max-error-rate",
-        type=float,
-        default=0.01,
-        help="fraction of skipped samples above which the build exits 1",
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join (none: start a local one of --workers CPUs)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace another build in --out")
-    p.add_argument("--keep-staging", action="store_true", help="keep DIR/.staging after success")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_build)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from preprocess.bench import format_table, run_bench
+    from preprocess.bench import format_merge, format_table, run_bench
+    from preprocess.stage import EXECUTORS
 
     options = _build_options(args)
     workers = [int(w) for w in _csv_list(args.workers)]
     if not workers or min(workers) < 1:
         raise ValueError(f"--workers must list counts >= 1, got {args.workers!r}")
-    rows = run_bench(Path(args.manifest), options, workers, Path(args.json) if args.json else None)
+    executors = _csv_list(args.executors)
+    if not executors or any(e not in EXECUTORS for e in executors):
+        raise ValueError(f"--executors must list some of {EXECUTORS}, got {args.executors!r}")
+    if "ray" in executors:
+        from preprocess.ray_exec import require_ray
+
+        require_ray()
+    if args.merge_parts < 0:
+        raise ValueError(f"--merge-parts must be >= 0, got {args.merge_parts}")
+    json_path = Path(args.json) if args.json else None
+    rows, merges = run_bench(
+        Path(args.manifest), options, workers, json_path, executors, args.merge_parts
+    )
     print(format_table(rows))
+    if merges:
+        print(format_merge(merges))
     return 0
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="build throughput (clips/s) at several worker counts",
+        help="build throughput (clips/s) per executor and worker count; a merge's cost",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_build_options(p)
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    p.add_argument("--executors", default="local", help="comma-separated: local,ray")
+    p.add_argument("--merge-parts", type=int, default=0, help="also build as N parts + merge")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.set_defaults(func=_cmd_bench)
 
@@ -250,113 +337,13 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_verify)
 
 
-def _report_manifest(path: Path) -> None:
-    manifest = read_manifest(path)
-    counts = {s: len(manifest.split(s)) for s in ("train", "val", "test")}
-    print(
-        f"manifest: {len(manifest.rows)} samples, {len(manifest.classes())} classes, "
-        f"splits {counts}\nmanifest: {path}"
-    )
-
-
-def _cmd_manifest_cremad(args: argparse.Namespace) -> int:
-    from preprocess.manifest import write_manifest
-    from preprocess.sources.cremad import cremad_rows
-
-    out = Path(args.out)
-    report = cremad_rows(Path(args.root), out, skip_missing=args.skip_missing)
-    if report.missing:
-        what = "left out (--skip-missing)" if args.skip_missing else "kept: build reports them"
-        print(
-            f"manifest cremad: {len(report.missing)} listed clip(s) lack a video or audio file, "
-            f"{what}; e.g. {', '.join(report.missing[:3])}"
-        )
-    if report.unlisted:
-        print(f"manifest cremad: {report.unlisted} clip(s) under the root are in neither list")
-    _report_manifest(write_manifest(out / "manifest.csv", report.rows))
-    return 0
-
-
-def _cmd_manifest_kinetics(args: argparse.Namespace) -> int:
-    from preprocess.manifest import write_manifest
-    from preprocess.sources.kinetics_sounds import kinetics_rows
-
-    lists = {"train": Path(args.train_list), "test": Path(args.test_list)}
-    if args.val_list:
-        lists["val"] = Path(args.val_list)
-    out = Path(args.out)
-    rows = kinetics_rows(Path(args.root), lists, out)
-    _report_manifest(write_manifest(out / "manifest.csv", rows))
-    return 0
-
-
-def _cmd_manifest_avmnist(args: argparse.Namespace) -> int:
-    from preprocess.sources.avmnist import AVMNISTConfig, avmnist_manifest
-
-    cfg = AVMNISTConfig(
-        frames=args.frames,
-        clip_fps=args.clip_fps,
-        size=args.size,
-        image_noise=args.image_noise,
-        pca_energy_removed=args.pca_energy_removed,
-        samples_per_recording=args.samples_per_recording,
-        val_takes=args.val_takes,
-        max_per_digit=args.max_per_digit,
-        seed=args.seed,
-    )
-    _report_manifest(avmnist_manifest(Path(args.source), Path(args.out), cfg, workers=args.workers))
-    return 0
-
-
-def _add_manifest(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("manifest", help="write a manifest from a dataset's original layout")
-    sources = p.add_subparsers(dest="source", required=True)
-    c = sources.add_parser("cremad", help="CREMA-D (VideoFlash/, AudioWAV/), OGM-GE's split")
-    c.add_argument("--root", required=True, help="folder holding VideoFlash/ and AudioWAV/")
-    c.add_argument("--out", required=True, help="folder for manifest.csv")
-    c.add_argument("--skip-missing", action="store_true", help="leave out clips without files")
-    c.set_defaults(func=_cmd_manifest_cremad)
-    k = sources.add_parser("kinetics-sounds", help="videos with audio tracks, from list files")
-    k.add_argument("--root", required=True, help="folder the list's video paths are relative to")
-    k.add_argument("--train-list", required=True, help="CSV lines 'video,label'")
-    k.add_argument("--test-list", required=True)
-    k.add_argument("--val-list", default=None)
-    k.add_argument("--out", required=True)
-    k.set_defaults(func=_cmd_manifest_kinetics)
-    from preprocess.sources.avmnist import AVMNISTConfig
-
-    d = AVMNISTConfig()
-    a = sources.add_parser(
-        "avmnist",
-        help="MNIST clips + FSDD recordings of the same digit",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    a.add_argument("--source", required=True, help="folder with SHA256SUMS, mnist/ and fsdd/")
-    a.add_argument("--out", required=True, help="folder for media/ and manifest.csv")
-    a.add_argument("--frames", type=int, default=d.frames, help="MNIST images per clip")
-    a.add_argument("--clip-fps", type=int, default=d.clip_fps)
-    a.add_argument("--size", type=int, default=d.size, help="frame side (even, >= 28)")
-    a.add_argument("--image-noise", type=float, default=d.image_noise, help="Gaussian std, [0,1]")
-    a.add_argument(
-        "--pca-energy-removed",
-        type=float,
-        default=d.pca_energy_removed,
-        help="fraction of image variance removed by PCA (AV-MNIST: 0.75)",
-    )
-    a.add_argument("--samples-per-recording", type=int, default=d.samples_per_recording)
-    a.add_argument("--val-takes", type=int, default=d.val_takes, help="takes 5.. as val")
-    a.add_argument("--max-per-digit", type=int, default=None, help="recordings per digit/split")
-    a.add_argument("--seed", type=int, default=d.seed)
-    a.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    a.set_defaults(func=_cmd_manifest_avmnist)
-
-
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_synth,
     _add_check_manifest,
     _add_build,
+    _add_merge,
     _add_verify,
-    _add_manifest,
+    add_manifest,
     _add_bench,
 )
 

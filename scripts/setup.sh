@@ -61,8 +61,9 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
     fi
 fi
 
-# 4. The project, editable, with the pinned stack and the dev tools.
-"${PIP[@]}" -e ".[dev]"
+# 4. The project, editable, with the pinned stack, the dev tools and Ray (the preprocessing's
+#    optional executor).
+"${PIP[@]}" -e ".[dev,ray]"
 
 # 5. DeepSpeed JIT-compiles its shared-memory communication op on the first initialize of a CPU run
 #    (~20-100 s); build it once here so tests and the demo load it from the extension cache.

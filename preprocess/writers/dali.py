@@ -16,10 +16,21 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from preprocess.schema import DALI_INDEX_VERSION
+import numpy as np
+
+from preprocess.schema import (
+    AUDIO,
+    AUDIO_DTYPE,
+    DALI_INDEX_VERSION,
+    SCALAR_DTYPE,
+    TEXT,
+    TEXT_DTYPE,
+    VIDEO,
+    dali_key,
+)
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:
@@ -28,6 +39,33 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
+
+
+def sample_members(
+    modalities: Sequence[str],
+    sample_id: str,
+    jpegs: Sequence[bytes],
+    audio: np.ndarray | None,
+    text: np.ndarray | None,
+    label: int,
+    index: int,
+) -> tuple[str, list[tuple[str, bytes]]]:
+    """One sample's (key, members) in `DALI_MEMBERS` order, for `write_shard`."""
+    members = [("id", sample_id.encode("utf-8"))]
+    if VIDEO in modalities:
+        sizes = np.array([len(j) for j in jpegs], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype("<i4")
+        members += [("frames", b"".join(bytes(j) for j in jpegs))]
+        members += [("offsets", offsets.tobytes())]
+    if AUDIO in modalities:
+        assert audio is not None
+        members.append(("audio", audio.astype(AUDIO_DTYPE).tobytes()))
+    if TEXT in modalities:
+        assert text is not None
+        members.append(("text", text.astype(TEXT_DTYPE).tobytes()))
+    members.append(("label", np.array([label], SCALAR_DTYPE).tobytes()))
+    members.append(("index", np.array([index], SCALAR_DTYPE).tobytes()))
+    return dali_key(index), members
 
 
 def write_shard(

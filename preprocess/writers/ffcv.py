@@ -15,7 +15,7 @@ of the current page starts a new one.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,6 +30,8 @@ from ffcv.types import (
     get_metadata_type,
 )
 from ffcv.utils import align_to_page
+
+from preprocess.schema import AUDIO, TEXT, VIDEO
 
 MIN_PAGE_SIZE = 1 << 21  # FFCV's minimum (2 MiB)
 
@@ -70,6 +72,27 @@ class _Pages:
         if self.page_index >= 0:
             self.out.seek(self.data_start + self.page_index * self.page_size)
             self.out.write(self.page.tobytes())
+
+
+def sample_values(
+    modalities: Sequence[str],
+    jpegs: Sequence[bytes],
+    frame_shape: tuple[int, int],
+    audio: np.ndarray | None,
+    text: np.ndarray | None,
+    label: int,
+    index: int,
+) -> tuple[Any, ...]:
+    """One sample's field values in `preprocess.ffcv_fields.dataset_fields` order."""
+    values: list[Any] = []
+    if VIDEO in modalities:
+        values.append((jpegs, frame_shape))
+    if AUDIO in modalities:
+        values.append(audio)
+    if TEXT in modalities:
+        values.append(text)
+    values += [label, index]
+    return tuple(values)
 
 
 def write_beton(

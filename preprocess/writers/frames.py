@@ -21,6 +21,31 @@ from typing import Any
 from preprocess.media import atomic_path
 
 
+def index_entry(
+    *,
+    split: str,
+    folder: str,
+    sample_id: str,
+    label: int,
+    class_name: str,
+    index: int,
+    frame_count: int,
+    has_wav: bool,
+    text: list[int] | None,
+) -> dict[str, Any]:
+    """One line of a split's index (`folder` is the clip's folder name under `frames/<split>/`)."""
+    return {
+        "index": index,
+        "id": sample_id,
+        "label": label,
+        "class": class_name,
+        "folder": f"{split}/{folder}" if frame_count else None,
+        "frame_count": frame_count,
+        "wav": f"{split}/{folder}.wav" if has_wav else None,
+        "text": text,
+    }
+
+
 def write_index(path: Path, entries: Iterable[dict[str, Any]]) -> None:
     """Write a split's index atomically."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:

@@ -9,18 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
-import webdataset as wds
 
 from preprocess.cli import main as preprocess_main
 from preprocess.manifest import ManifestRow, read_manifest, write_manifest
 from preprocess.schema import STAGING_DIR, load_dataset_info
 from preprocess.verify import verify
-from tests.preprocess.conftest import BUILD_ARGS
+from tests.preprocess.conftest import BUILD_ARGS, samples_in
 
 
 def build_args(manifest: Path, out: Path, *extra: str) -> list[str]:
@@ -31,98 +28,6 @@ def inline_build_args(manifest: Path, out: Path, *extra: str) -> list[str]:
     """One worker: the build runs in the test's process (no pool start-up, FFCV imported once);
     the pool itself is exercised by the shared build and the kill test."""
     return build_args(manifest, out, "--workers", "1", *extra)
-
-
-def samples_in(out: Path) -> Counter[tuple[str, str, int, int, str, str, str]]:
-    """The multiset of samples in a folder's DALI shards: (split, id, label, index, and the
-    sha256 of the frames, audio and text bytes)."""
-    import hashlib
-
-    info = load_dataset_info(out)
-    found: Counter[tuple[str, str, int, int, str, str, str]] = Counter()
-    for split, s in info.splits.items():
-        if not s.dali:
-            continue
-        for sample in wds.WebDataset([str(out / rel) for rel in s.dali], shardshuffle=False):
-            found[
-                (
-                    split,
-                    sample["id"].decode(),
-                    int(np.frombuffer(sample["label"], "<i8")[0]),
-                    int(np.frombuffer(sample["index"], "<i8")[0]),
-                    hashlib.sha256(sample["frames"]).hexdigest(),
-                    hashlib.sha256(sample["audio"]).hexdigest(),
-                    hashlib.sha256(sample["text"]).hexdigest(),
-                )
-            ] += 1
-    return found
-
-
-@pytest.fixture(scope="module")
-def broken_manifest(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic manifest plus four bad rows: a truncated mp4, a zero-byte wav, a missing
-    file and a garbage "video" (each row's other media are good)."""
-    folder = tmp_path_factory.mktemp("broken")
-    manifest = read_manifest(synth_raw)
-    good = manifest.rows[0]
-    assert good.video and good.audio
-    media = folder / "bad"
-    media.mkdir()
-    video = manifest.resolve(good.video).read_bytes()
-    (media / "truncated.mp4").write_bytes(video[: len(video) // 2])
-    (media / "empty.wav").write_bytes(b"")
-    (media / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(20000))
-
-    def moved(cell: str | None) -> str | None:  # the same file, relative to the new manifest
-        return None if cell is None else os.path.relpath(manifest.resolve(cell), folder)
-
-    rows = [
-        ManifestRow(
-            id=r.id,
-            split=r.split,
-            label=r.label,
-            video=moved(r.video),
-            audio=moved(r.audio),
-            text=r.text,
-        )
-        for r in manifest.rows
-    ]
-    good_audio, good_video = rows[0].audio, rows[0].video
-    bad = [
-        ManifestRow(
-            id="bad_truncated",
-            split="train",
-            label=good.label,
-            video="bad/truncated.mp4",
-            audio=good_audio,
-            text="some words",
-        ),
-        ManifestRow(
-            id="bad_empty_wav",
-            split="test",
-            label=good.label,
-            video=good_video,
-            audio="bad/empty.wav",
-            text="some words",
-        ),
-        ManifestRow(
-            id="bad_missing",
-            split="train",
-            label=good.label,
-            video="bad/not_there.mp4",
-            audio=good_audio,
-            text="some words",
-        ),
-        ManifestRow(
-            id="bad_garbage",
-            split="val",
-            label=good.label,
-            video="bad/garbage.mp4",
-            audio=good_audio,
-            text="some words",
-        ),
-    ]
-    return write_manifest(folder / "manifest.csv", rows[:5] + bad[:2] + rows[5:] + bad[2:])
 
 
 def test_bad_inputs_are_listed_and_skipped(
