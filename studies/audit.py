@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,16 @@ import torch
 
 from inforeg import functional as Fn
 from inforeg.config import RegulatorConfig
-from launch.records import RecordError, parse_lines, schema_problems
+from launch.records import (
+    EpochRecord,
+    RecordError,
+    RunRecords,
+    StepRecord,
+    modality_fields,
+    parse_lines,
+    schema_problems,
+)
 from launch.typed import from_mapping
-from studies.results import modalities_of
 
 
 def _close(a: float, b: float, tol: float = 1e-4) -> bool:
@@ -31,14 +38,14 @@ def _close(a: float, b: float, tol: float = 1e-4) -> bool:
 
 
 def windows_from_traces(
-    epochs: list[dict[str, Any]], modalities: list[str], cfg: RegulatorConfig
+    epochs: Sequence[EpochRecord], modalities: list[str], cfg: RegulatorConfig
 ) -> dict[int, dict[str, bool]]:
     """The window decision for each epoch, recomputed from the logged traces of earlier epochs."""
-    history = {m: [float(e[f"trace.{m}"]) for e in epochs] for m in modalities}
+    history = {m: [float(e.trace[m]) for e in epochs] for m in modalities}
     k = cfg.resolved_threshold
     out = {}
     for e in epochs:
-        t = int(e["epoch"])
+        t = e.epoch
         if cfg.variant == "official":
             lead = history[modalities[0]][:t]
             is_open = Fn.official_window_open(lead, t, k, cfg.official_span)
@@ -48,89 +55,112 @@ def windows_from_traces(
     return out
 
 
-def decision_problems(
-    records: list[dict[str, Any]], modalities: list[str], cfg: RegulatorConfig
-) -> list[str]:
+def decision_problems(run: RunRecords, modalities: list[str], cfg: RegulatorConfig) -> list[str]:
+    windows = windows_from_traces(run.epochs, modalities, cfg)
     problems = []
-    epochs = [r for r in records if r["kind"] == "epoch"]
-    windows = windows_from_traces(epochs, modalities, cfg)
-    for e in epochs:
+    for e in run.epochs:
         for m in modalities:
-            if bool(e[f"window_open.{m}"]) != windows[int(e["epoch"])][m]:
+            if e.window_open[m] != windows[e.epoch][m]:
                 problems.append(
-                    f"epoch {e['epoch']}: window_open.{m}={e[f'window_open.{m}']} but the traces "
-                    f"give {windows[int(e['epoch'])][m]}"
+                    f"epoch {e.epoch}: window_open.{m}={e.window_open[m]} but the traces "
+                    f"give {windows[e.epoch][m]}"
                 )
-    for r in (r for r in records if r["kind"] == "step"):
-        where = f"step {r['step']}"
-        scores = torch.tensor([float(r[f"score.{m}"]) for m in modalities], dtype=torch.float64)
-        gaps = Fn.score_gaps(scores).tolist()
-        for m, gap in zip(modalities, gaps, strict=True):
-            if not _close(float(r[f"gap.{m}"]), gap):
-                problems.append(f"{where}: gap.{m}={r[f'gap.{m}']} but the scores give {gap}")
-        if cfg.name == "joint":
-            if any(float(r[f"regulated.{m}"]) != 0 for m in modalities):
-                problems.append(f"{where}: joint training never regulates, but regulated is set")
-            continue
-        if cfg.name == "ogm_ge":
-            problems += ogm_problems(r, modalities, scores, cfg)
-            continue
-        gap_t = torch.tensor([float(r[f"gap.{m}"]) for m in modalities], dtype=torch.float64)
-        if cfg.variant == "official":
-            alpha = Fn.official_alpha(gap_t, cfg.official_lead_coef, cfg.official_other_coef)
-        else:
-            alpha = Fn.regulation_alpha(gap_t, cfg.beta)
-        window = windows.get(int(r["epoch"]))
-        for i, m in enumerate(modalities):
-            if not _close(float(r[f"alpha.{m}"]), float(alpha[i])):
-                problems.append(f"{where}: alpha.{m}={r[f'alpha.{m}']}, METHOD.md gives {alpha[i]}")
-            if window is None:
-                continue  # the run stopped before this epoch's record
-            allowed = {
-                "window": window[m],
-                "always": True,
-                "outside_window": not window[m],
-            }[cfg.schedule]
-            expected = allowed and float(r[f"gap.{m}"]) > 0
-            if bool(r[f"regulated.{m}"]) != expected:
-                problems.append(
-                    f"{where}: regulated.{m}={r[f'regulated.{m}']} but window={window[m]}, "
-                    f"gap={r[f'gap.{m}']}, schedule={cfg.schedule}"
-                )
+    for s in run.steps:
+        problems += step_problems(s, modalities, cfg, windows.get(s.epoch))
+    return problems
+
+
+def step_problems(
+    s: StepRecord, modalities: list[str], cfg: RegulatorConfig, window: dict[str, bool] | None
+) -> list[str]:
+    """One step record's gaps, and its regulator's decision, against METHOD.md. `window`: the
+    epoch's window decisions recomputed from the traces (None: the run stopped before that
+    epoch's record)."""
+    where = f"step {s.step}"
+    problems = []
+    scores = torch.tensor([float(s.score[m]) for m in modalities], dtype=torch.float64)
+    gaps = Fn.score_gaps(scores).tolist()
+    for m, gap in zip(modalities, gaps, strict=True):
+        if not _close(float(s.gap[m]), gap):
+            problems.append(f"{where}: gap.{m}={s.gap[m]} but the scores give {gap}")
+    if cfg.name == "joint":
+        if any(float(s.regulated[m]) != 0 for m in modalities):
+            problems.append(f"{where}: joint training never regulates, but regulated is set")
+        return problems
+    if cfg.name == "ogm_ge":
+        return problems + ogm_problems(s, modalities, scores, cfg)
+    gap_t = torch.tensor([float(s.gap[m]) for m in modalities], dtype=torch.float64)
+    if cfg.variant == "official":
+        alpha = Fn.official_alpha(gap_t, cfg.official_lead_coef, cfg.official_other_coef)
+    else:
+        alpha = Fn.regulation_alpha(gap_t, cfg.beta)
+    for i, m in enumerate(modalities):
+        if not _close(float(s.alpha[m]), float(alpha[i])):
+            problems.append(f"{where}: alpha.{m}={s.alpha[m]}, METHOD.md gives {alpha[i]}")
+        if window is None:
+            continue  # the run stopped before this epoch's record
+        allowed = {
+            "window": window[m],
+            "always": True,
+            "outside_window": not window[m],
+        }[cfg.schedule]
+        expected = allowed and float(s.gap[m]) > 0
+        if bool(s.regulated[m]) != expected:
+            problems.append(
+                f"{where}: regulated.{m}={s.regulated[m]} but window={window[m]}, "
+                f"gap={s.gap[m]}, schedule={cfg.schedule}"
+            )
     return problems
 
 
 def ogm_problems(
-    r: dict[str, Any], modalities: list[str], scores: torch.Tensor, cfg: RegulatorConfig
+    s: StepRecord, modalities: list[str], scores: torch.Tensor, cfg: RegulatorConfig
 ) -> list[str]:
     """OGM-GE: the highest score (first on a tie) is modulated by k = 1 - tanh(alpha * rho)
     within the modulation epochs; the others keep k = 1."""
     problems = []
-    active = cfg.modulation_starts <= int(r["epoch"]) <= cfg.modulation_ends
+    active = cfg.modulation_starts <= s.epoch <= cfg.modulation_ends
     k = Fn.ogm_coefficients(scores, cfg.alpha).tolist()
     dominant = int(torch.argmax(scores))
     for i, m in enumerate(modalities):
         expected_k = k[i] if active else 1.0
-        if f"coeff.{m}" in r and not _close(float(r[f"coeff.{m}"]), expected_k):
+        coeff = s.value("coeff", m)
+        if coeff is not None and not _close(float(coeff), expected_k):
+            problems.append(f"step {s.step}: coeff.{m}={coeff}, OGM gives {expected_k}")
+        if bool(s.regulated[m]) != (active and i == dominant):
             problems.append(
-                f"step {r['step']}: coeff.{m}={r[f'coeff.{m}']}, OGM gives {expected_k}"
-            )
-        if bool(r[f"regulated.{m}"]) != (active and i == dominant):
-            problems.append(
-                f"step {r['step']}: regulated.{m}={r[f'regulated.{m}']} but OGM "
+                f"step {s.step}: regulated.{m}={s.regulated[m]} but OGM "
                 f"modulates {modalities[dominant] if active else 'nothing'}"
             )
     return problems
 
 
+def flat_modalities(flats: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The modalities of flat records, in head order, from the first record that names them
+    (an epoch record's traces, a step record's scores)."""
+    for flat in flats:
+        names = modality_fields(flat).get("trace" if flat["kind"] == "epoch" else "score")
+        if names:
+            return names
+    return []
+
+
+def typed(flats: Sequence[Mapping[str, Any]]) -> RunRecords:
+    """Flat records that follow the schema, as the typed records of `launch.records`."""
+    steps = [StepRecord.from_json(f) for f in flats if f["kind"] == "step"]
+    epochs = [EpochRecord.from_json(f) for f in flats if f["kind"] == "epoch"]
+    return RunRecords(tuple(steps), tuple(epochs))
+
+
 def audit(records: list[dict[str, Any]], cfg: RegulatorConfig) -> list[str]:
-    """Every disagreement of the records with the schema and with METHOD.md (empty: none)."""
-    modalities = modalities_of(records)
+    """Every disagreement of the flat records (in file order) with the schema, line by line,
+    and with METHOD.md (empty: none)."""
+    modalities = flat_modalities(records)
     if not any(r.get("kind") == "epoch" for r in records) or not modalities:
         return ["no epoch record"]
     problems = [p for i, r in enumerate(records, start=1) for p in schema_problems(r, i)]
     if not problems:
-        problems += decision_problems(records, modalities, cfg)
+        problems += decision_problems(typed(records), modalities, cfg)
     for r in records:
         for k, v in r.items():
             if isinstance(v, float) and not math.isfinite(v):

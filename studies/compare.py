@@ -77,16 +77,16 @@ def plot_information(runs: Sequence[Run], path: Path) -> None:
     for j, run in enumerate(runs):
         for i, m in enumerate(run.modalities):
             ax.plot(
-                [e["epoch"] for e in run.epochs],
-                series(e.get(f"trace.{m}") for e in run.epochs),
+                [e.epoch for e in run.epochs],
+                series(e.trace.get(m) for e in run.epochs),
                 color=f"C{i}",
                 ls="--" if j == 0 else "-",
                 marker=".",
                 label=f"{m}, {run.method}" + (" (dashed)" if j == 0 else ""),
             )
             for e in run.epochs:
-                if j > 0 and e[f"window_open.{m}"]:
-                    ax.axvspan(e["epoch"] - 0.5, e["epoch"] + 0.5, color=f"C{i}", alpha=0.08, lw=0)
+                if j > 0 and e.window_open[m]:
+                    ax.axvspan(e.epoch - 0.5, e.epoch + 0.5, color=f"C{i}", alpha=0.08, lw=0)
     ax.set(xlabel="epoch", ylabel="information amount (Fisher trace)", yscale="log")
     ax.legend(fontsize=7, handlelength=3)  # long enough handles to show the dashes
     close_figure(fig, path, dpi=120)

@@ -18,28 +18,10 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from launch.records import parse_lines
-
-
-def modalities_of(records: list[dict[str, Any]]) -> list[str]:
-    """The run's modalities, in head order (from the first record that names them)."""
-    for r in records:
-        prefix = "trace." if r["kind"] == "epoch" else "score."
-        names = [k.split(".", 1)[1] for k in r if k.startswith(prefix)]
-        if names:
-            return names
-    return []
-
-
-def split_records(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-    steps = [r for r in records if r["kind"] == "step"]
-    epochs = [r for r in records if r["kind"] == "epoch"]
-    return steps, epochs
-
+from launch.records import EpochRecord, RunRecords, StepRecord, parse_run
 
 GROUPS = ("joint_loss", "unimodal_loss", "ablation", "reference")
 """Where a method's row goes: the paper's Table 2 (joint loss only), Table 3 (unimodal losses
@@ -69,23 +51,23 @@ class Run:
 
     method: str
     seed: int
-    records: list[dict[str, Any]]
+    records: RunRecords
     source: str = ""
     """The metrics.jsonl it was read from."""
     sha256: str = ""
     """Of that file, so a reported run can be matched to its file."""
 
-    @cached_property
-    def epochs(self) -> list[dict[str, Any]]:
-        return split_records(self.records)[1]
+    @property
+    def epochs(self) -> tuple[EpochRecord, ...]:
+        return self.records.epochs
 
-    @cached_property
-    def steps(self) -> list[dict[str, Any]]:
-        return split_records(self.records)[0]
+    @property
+    def steps(self) -> tuple[StepRecord, ...]:
+        return self.records.steps
 
-    @cached_property
+    @property
     def modalities(self) -> list[str]:
-        return modalities_of(self.records)
+        return self.records.modalities
 
 
 def load_run(metrics_path: Path, method: str, seed: int) -> Run:
@@ -93,7 +75,7 @@ def load_run(metrics_path: Path, method: str, seed: int) -> Run:
     return Run(
         method=method,
         seed=seed,
-        records=parse_lines(data.decode("utf-8"), str(metrics_path)),
+        records=parse_run(data.decode("utf-8"), str(metrics_path)),
         source=str(metrics_path),
         sha256=hashlib.sha256(data).hexdigest(),
     )
@@ -114,28 +96,43 @@ def final_metrics(run: Run) -> dict[str, float]:
     if not epochs:
         raise ValueError(f"{run.source or run.method}: no epoch record")
     last = epochs[-1]
-    out = {"acc": float(last["acc"]), "macro_f1": float(last["macro_f1"])}
+    out = {
+        "acc": _measured(last.acc, run, "acc"),
+        "macro_f1": _measured(last.macro_f1, run, "macro_f1"),
+    }
     for m in run.modalities:
-        out[f"acc.{m}"] = float(last[f"acc.{m}"])
-    best = max(epochs, key=lambda e: e["acc"])
-    out["best_acc"] = float(best["acc"])
-    out["best_epoch"] = float(best["epoch"])
+        out[f"acc.{m}"] = float(last.branch_acc[m])
+    best = max(epochs, key=lambda e: _measured(e.acc, run, "acc"))
+    out["best_acc"] = _measured(best.acc, run, "acc")
+    out["best_epoch"] = float(best.epoch)
     return out
+
+
+def _measured(value: float | None, run: Run, name: str) -> float:
+    """A metric the report needs, as a float; ValueError naming the run if it was not recorded."""
+    if value is None:
+        raise ValueError(f"{run.source or run.method}: an epoch record has no {name}")
+    return float(value)
 
 
 def mean_trace(run: Run, modality: str) -> float:
     """The modality's information amount averaged over the run's epochs."""
-    values = [e[f"trace.{modality}"] for e in run.epochs if e.get(f"trace.{modality}") is not None]
+    values = [e.trace[modality] for e in run.epochs if e.trace.get(modality) is not None]
     return sum(values) / len(values) if values else math.nan
 
 
 def window_epochs(run: Run, modality: str) -> list[int]:
-    return [e["epoch"] for e in run.epochs if e.get(f"window_open.{modality}")]
+    return [e.epoch for e in run.epochs if e.window_open.get(modality)]
 
 
 def regulated_epochs(run: Run, modality: str) -> list[int]:
     """Epochs in which at least one logged step regulated the modality (alpha applied)."""
-    return sorted({s["epoch"] for s in run.steps if s.get(f"regulated.{modality}")})
+    return sorted({s.epoch for s in run.steps if s.regulated.get(modality)})
+
+
+def is_ogm_ge(run: Run) -> bool:
+    """OGM-GE scales gradients by k (its step records carry ``coeff``) instead of regulating."""
+    return bool(run.steps) and "coeff" in run.steps[0].extra
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,8 +14,9 @@ killed study continues where it stopped:
    A run whose ``summary.json`` says it finished is skipped; any other run is started with
    ``--resume auto`` (it continues from its latest complete checkpoint, if any). A run folder
    holding another configuration stops the study rather than being overwritten;
-3. report: `studies.results` aggregates every run's ``metrics.jsonl``; `studies.results_doc` draws
-   the figures and writes the markdown (``docs/RESULTS.md``) and the small result files.
+3. report: `studies.results` aggregates every run's ``metrics.jsonl``; `studies.results_doc`
+   writes the figures (`studies.figures`), the markdown (`studies.markdown`, ``docs/RESULTS.md``)
+   and the small result files.
 
 Wall time and the machine's load average are recorded in ``OUT/study.json`` (one entry per
 invocation) and reported.
@@ -39,6 +40,7 @@ from typing import Any
 from launch.checkpoint import find_latest
 from launch.config import config_to_dict, load_config
 from studies.avmnist import STUDIES, Study
+from studies.results_doc import write_study_report
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "launch" / "train.py"
@@ -290,8 +292,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyError as e:
         print(f"study: {e}", file=sys.stderr)
         return 2
-
-    from studies.results_doc import write_study_report
 
     paths = write_study_report(study, specs, out, args.report, results_dir, ROOT)
     for path in paths:

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from launch.config import config_to_dict, load_config
+from launch.records import parse_run
 from launch.report import compact
 from studies.avmnist import AVMNIST, flags
+from studies.figures import window_fraction
 from studies.results import (
     Run,
     aggregate,
@@ -25,7 +27,7 @@ from studies.results import (
     study_claims,
     weak_modality,
 )
-from studies.results_doc import window_fraction, write_study_report
+from studies.results_doc import write_study_report
 from studies.runner import (
     ROOT,
     RunSpec,
@@ -72,18 +74,24 @@ def records(
     return out
 
 
+def as_run(method: str, seed: int, flat: list[dict[str, Any]]) -> Run:
+    """A run of these records, written as metrics.jsonl text and read back by `launch.records`."""
+    text = "".join(json.dumps(r) + "\n" for r in flat)
+    return Run(method=method, seed=seed, records=parse_run(text))
+
+
 def run(method: str, seed: int, acc: float, video: float, **kw: Any) -> Run:
-    return Run(method=method, seed=seed, records=records([0.5, 0.7, acc], [0.3, 0.4, video], **kw))
+    return as_run(method, seed, records([0.5, 0.7, acc], [0.3, 0.4, video], **kw))
 
 
 def test_final_metrics_are_the_last_epoch_with_the_best_beside() -> None:
-    r = Run(method="joint", seed=0, records=records([0.5, 0.9, 0.8], [0.3, 0.5, 0.4]))
+    r = as_run("joint", 0, records([0.5, 0.9, 0.8], [0.3, 0.5, 0.4]))
     f = final_metrics(r)
     assert f["acc"] == 0.8 and f["acc.video"] == 0.4 and f["acc.audio"] == 0.8
     assert f["best_acc"] == 0.9 and f["best_epoch"] == 1
     assert f["macro_f1"] == pytest.approx(0.79)
     with pytest.raises(ValueError, match="no epoch record"):
-        final_metrics(Run(method="joint", seed=0, records=[]))
+        final_metrics(as_run("joint", 0, []))
 
 
 def test_stat_is_mean_and_sample_std() -> None:

@@ -1,0 +1,187 @@
+"""A study's figures, drawn from its runs' records (`studies.results.Run`) alone.
+
+PNG files, in the study's results folder:
+- ``information.png``: each modality's information amount per epoch (mean over seeds, thin lines
+  per seed) for joint training and InfoReg, each epoch shaded by the fraction of seeds whose
+  window was open (the paper's Fig. 1);
+- ``alpha.png``: the coefficient applied to each modality over training (0 where not
+  regulated), mean over seeds, one panel per InfoReg configuration;
+- ``branch_accuracy.png``: each modality's branch accuracy per epoch for every method, with the
+  unimodal reference (the encoder trained alone) dashed.
+
+matplotlib is imported only when a figure is drawn (`launch.report.pyplot`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from launch.records import EpochRecord, PerModality, StepRecord
+from launch.report import close_figure, pyplot, series
+from studies.avmnist import Study
+from studies.results import Method, Run, is_ogm_ge
+
+R = TypeVar("R", StepRecord, EpochRecord)
+
+
+def epoch_mean(
+    runs: Sequence[Run], modality: str, field: Callable[[EpochRecord], PerModality]
+) -> tuple[list[int], list[float]]:
+    """Epoch numbers and the mean of the modality's value of `field` (``lambda e: e.trace``)
+    over the runs that have it at each epoch."""
+    return _mean_over_runs(
+        [r.epochs for r in runs], lambda e: e.epoch, lambda e: _number(field(e).get(modality))
+    )
+
+
+def window_fraction(runs: Sequence[Run], modality: str) -> dict[int, float]:
+    """epoch -> fraction of the runs whose window for `modality` was open in that epoch."""
+    counts: dict[int, int] = {}
+    for run in runs:
+        for e in run.epochs:
+            counts[e.epoch] = counts.get(e.epoch, 0) + int(bool(e.window_open.get(modality)))
+    return {t: c / len(runs) for t, c in counts.items()} if runs else {}
+
+
+def applied_alpha(runs: Sequence[Run], modality: str) -> tuple[list[int], list[float]]:
+    """Step numbers and the mean over runs of alpha * regulated (0 = not regulated)."""
+
+    def applied(s: StepRecord) -> float | None:
+        alpha, regulated = s.alpha.get(modality), s.regulated.get(modality)
+        if alpha is None or regulated is None:
+            return None
+        return float(alpha) * float(regulated)
+
+    return step_mean(runs, applied)
+
+
+def ogm_coefficient(runs: Sequence[Run], modality: str) -> tuple[list[int], list[float]]:
+    """Step numbers and the mean over runs of OGM-GE's gradient scale k (1 = not modulated)."""
+    return step_mean(runs, lambda s: _number(s.value("coeff", modality)))
+
+
+def step_mean(
+    runs: Sequence[Run], value: Callable[[StepRecord], float | None]
+) -> tuple[list[int], list[float]]:
+    """Step numbers and the mean over runs of `value(step record)` where it is not None."""
+    return _mean_over_runs([r.steps for r in runs], lambda s: s.step, value)
+
+
+def _mean_over_runs(
+    records: Sequence[Sequence[R]],
+    index: Callable[[R], int],
+    value: Callable[[R], float | None],
+) -> tuple[list[int], list[float]]:
+    """The values of `index` (epoch or step) and, at each, the mean of `value` over the runs'
+    records (one sequence per run) where it is not None."""
+    values: dict[int, list[float]] = {}
+    for run_records in records:
+        for r in run_records:
+            v = value(r)
+            if v is not None:
+                values.setdefault(index(r), []).append(v)
+    at = sorted(values)
+    return at, [sum(values[t]) / len(values[t]) for t in at]
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def plot_information(
+    groups: Mapping[str, list[Run]], methods: Sequence[Method], path: Path
+) -> None:
+    shown = [m for m in methods if m.key in groups]
+    fig, axes = pyplot().subplots(1, len(shown), figsize=(5.2 * len(shown), 3.6), squeeze=False)
+    for ax, method in zip(axes[0], shown, strict=True):
+        runs = groups[method.key]
+        for i, m in enumerate(runs[0].modalities):
+            color = f"C{i}"
+            for run in runs:
+                ax.plot(
+                    [e.epoch for e in run.epochs],
+                    series(e.trace.get(m) for e in run.epochs),
+                    color=color,
+                    lw=0.5,
+                    alpha=0.4,
+                )
+            x, y = epoch_mean(runs, m, lambda e: e.trace)
+            ax.plot(x, y, color=color, lw=2, label=f"{m} (mean of {len(runs)} seeds)")
+            for t, frac in window_fraction(runs, m).items():
+                if frac > 0:
+                    ax.axvspan(t - 0.5, t + 0.5, color=color, alpha=0.25 * frac, lw=0)
+        ax.set(title=method.label, xlabel="epoch", ylabel="information amount (Fisher trace)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
+    fig.suptitle("Information amount per modality; shading: share of seeds with the window open")
+    close_figure(fig, path, dpi=110)
+
+
+def plot_alpha(groups: Mapping[str, list[Run]], methods: Sequence[Method], path: Path) -> None:
+    shown = [m for m in methods if m.key in groups]
+    cols = min(3, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(4.6 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(shown) :]:
+        ax.axis("off")
+    for ax, method in zip(axes.flat, shown, strict=False):
+        runs = groups[method.key]
+        # OGM-GE scales gradients by k instead of adding alpha * (w - anchor): plot its k.
+        ogm = is_ogm_ge(runs[0])
+        for i, m in enumerate(runs[0].modalities):
+            if ogm:
+                x, y = ogm_coefficient(runs, m)
+            else:
+                x, y = applied_alpha(runs, m)
+            ax.plot(x, y, color=f"C{i}", lw=0.8, label=m)
+        ylabel = "gradient scale k (1 = not modulated)" if ogm else "alpha applied (mean)"
+        ax.set(title=method.label, xlabel="step", ylabel=ylabel)
+        ax.legend(fontsize=7)
+    fig.suptitle("Regulation per modality over training (mean over seeds)")
+    close_figure(fig, path, dpi=110)
+
+
+def plot_branch_accuracy(
+    groups: Mapping[str, list[Run]],
+    methods: Sequence[Method],
+    references: Mapping[str, str],
+    path: Path,
+) -> None:
+    """`references`: modality -> method key of its unimodal reference."""
+    trained = [m for m in methods if m.key in groups and m.group != "reference"]
+    modalities = groups[trained[0].key][0].modalities if trained else []
+    fig, axes = pyplot().subplots(
+        1, len(modalities), figsize=(5.4 * len(modalities), 3.8), squeeze=False
+    )
+    for ax, m in zip(axes[0], modalities, strict=True):
+        for j, method in enumerate(trained):
+            x, y = epoch_mean(groups[method.key], m, lambda e: e.branch_acc)
+            ax.plot(x, y, color=f"C{j}", lw=1.2, label=method.label)
+        ref = references.get(m)
+        if ref is not None and ref in groups:
+            x, y = epoch_mean(groups[ref], m, lambda e: e.branch_acc)
+            ax.plot(x, y, color="k", ls="--", lw=1.2, label=f"{m} encoder alone")
+        ax.set(title=f"{m} branch", xlabel="epoch", ylabel="test accuracy (mean over seeds)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=6)
+    close_figure(fig, path, dpi=110)
+
+
+def write_figures(
+    study: Study, groups: Mapping[str, list[Run]], results_dir: Path
+) -> dict[str, Path]:
+    """The study's three figures in `results_dir`: name (information, alpha, branch_accuracy)
+    -> path."""
+    figures = {
+        "information": results_dir / "information.png",
+        "alpha": results_dir / "alpha.png",
+        "branch_accuracy": results_dir / "branch_accuracy.png",
+    }
+    by_key = {m.key: m for m in study.methods}
+    plot_information(groups, [by_key[k] for k in study.information_methods], figures["information"])
+    plot_alpha(groups, [by_key[k] for k in study.alpha_methods], figures["alpha"])
+    plot_branch_accuracy(groups, study.methods, study.references, figures["branch_accuracy"])
+    return figures
