@@ -93,5 +93,14 @@ def barrier() -> None:
 
 
 def close() -> None:
-    if dist.is_initialized():
+    """Destroy the process group, through DeepSpeed when it holds it: DeepSpeed caches its
+    groups, and a second run in the same process (a notebook, a sweep, a test) would otherwise
+    find the destroyed ones."""
+    if not dist.is_initialized():
+        return
+    import deepspeed.comm as ds_comm
+
+    if ds_comm.is_initialized():
+        ds_comm.destroy_process_group()
+    else:
         dist.destroy_process_group()

@@ -24,7 +24,7 @@ from studies.audit import audit_run
 from tests.conftest import free_port
 from tests.launch.conftest import BIN, ROOT, clean_env, run_deepspeed, train_args
 
-TIME_KEYS = {"samples_per_s", "data_wait_frac", "epoch_time_s"}
+TIME_KEYS = {"samples_per_s", "data_wait_frac", "epoch_time_s", "phases", "tflops", "mfu"}
 
 
 def assert_ok(proc: subprocess.CompletedProcess[str], out: Path) -> list[dict]:
