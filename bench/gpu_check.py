@@ -110,7 +110,7 @@ def torch_state() -> tuple[bool, str]:
 def run_child(check: Check, env: dict[str, str], log_dir: Path) -> Result:
     """`check` in its own process under its time limit; its last result line is the result."""
     log = log_dir / f"{check.name}.log"
-    cmd = [sys.executable, "-m", "bench.gpu_check", "--run", check.name]
+    cmd = [sys.executable, "-m", "bench.gpu_check", "--run", check.target]
     try:
         with log.open("w") as f:
             proc = subprocess.run(
@@ -132,18 +132,16 @@ def run_child(check: Check, env: dict[str, str], log_dir: Path) -> Result:
     return Result(check.name, status, figure)
 
 
-def run_one(name: str) -> int:
-    """The child side: run one check, print its result line."""
-    check = next(c for c in CHECKS if c.name == name)
-    module_name, func_name = check.target.split(":")
+def run_one(target: str) -> int:
+    """The child side: run the check function `target` ("module:function"), print its result."""
     import importlib
+    import traceback
 
+    module_name, func_name = target.split(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         status, figure = func()
     except Exception as e:  # the check's own failure is its result, named
-        import traceback
-
         traceback.print_exc()
         status, figure = FAIL, f"{type(e).__name__}: {e}"[:300]
     print(RESULT_TAG + json.dumps({"status": status, "figure": figure}), flush=True)
@@ -182,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"gpu check: unknown check(s) {sorted(unknown)}; --list names them")
         return 2
+    print(f"gpu check: the project's code from {Path(__file__).resolve().parents[1]}")
     cuda, desc = torch_state()
     message, code = verdict(smi_gpus(), cuda, desc)
     if code >= 0:

@@ -4,12 +4,13 @@ resolvable, and the CLI's exit status with no GPU and with a GPU torch cannot us
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench.gpu_check import CHECKS, FAIL, PASS, Result, smi_gpus, table, verdict
+from bench.gpu_check import CHECKS, FAIL, PASS, Check, Result, run_child, smi_gpus, table, verdict
 from tests.scripts.fake_env import env_with, fake_nvidia_smi
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,3 +75,20 @@ def test_a_gpu_that_torch_cannot_see_fails(tmp_path: Path) -> None:
     proc = _cli(env_with(fake_nvidia_smi(tmp_path, sees_gpu=True), PYTHONPATH=str(ROOT)))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "nvidia-smi lists 1 GPU(s)" in proc.stdout and "sees no CUDA device" in proc.stdout
+
+
+def test_each_check_runs_in_its_own_process_under_its_limit(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    fake = "tests.bench.fake_checks"
+    got = {
+        name: run_child(Check(name, f"{fake}:{name}", limit, ""), env, tmp_path)
+        for name, limit in (("passes", 60), ("raises", 60), ("hangs", 5), ("passes_then_dies", 60))
+    }
+    assert (got["passes"].status, got["passes"].figure) == (PASS, "42 things/s")
+    assert (
+        got["raises"].status == FAIL
+        and "RuntimeError: the device fell over" in got["raises"].figure
+    )
+    assert got["hangs"].status == FAIL and "timed out after 5 s" in got["hangs"].figure
+    assert got["passes_then_dies"].status == FAIL and "exit 3" in got["passes_then_dies"].figure
+    assert (tmp_path / "raises.log").read_text().count("Traceback") == 1
