@@ -19,11 +19,14 @@ from bench.cuda_time import device_ms, host_us_per_call
 from inforeg.groups import ModalityGroups
 from inforeg.kernels import GradientUpdate, ParamGradients, regulate_
 from inforeg.kernels.flat import moments_flat
-from inforeg.kernels.reference import moments_reference
 from inforeg.kernels.triton import regulate_flat_triton
 from inforeg.model import EncoderConfig, InputSpec, ModelConfig, MultimodalModel, build_model
 
 GOAL = 0.70  # of a device-to-device copy's bandwidth
+# The statistic is ~5,500 fp32 block sums per modality added by fp32 atomics in arbitrary order:
+# a random walk of roundings, ~sqrt(5500) * 2^-24 = 4e-6 relative, rarely past 1e-5; a block
+# missed or counted twice is >= 1/5500 = 1.8e-4 off, so 1e-4 still catches one.
+STAT_RTOL = 1e-4
 PASS, FAIL = "PASS", "FAIL"
 
 
@@ -88,7 +91,7 @@ def compare_deterministic(device: torch.device) -> tuple[bool, str]:
             ok &= bool((diff <= 1e-6 + rtol * g_ref.abs()).all())
             worst_g = max(worst_g, diff.max().item())
             s_err = ((got - want).abs() / want.abs().clamp_min(1e-30)).max().item()
-            ok &= s_err <= 1e-5  # fp32 atomics in block order vs a per-tensor sum
+            ok &= s_err <= STAT_RTOL
             worst_s = max(worst_s, s_err)
             if not ok:
                 return False, f"{dtype}/{name}: max |g diff| {diff.max():.2e}, stat rel {s_err:.1e}"
@@ -116,19 +119,25 @@ def check_noise(device: torch.device) -> tuple[bool, str]:
     noise = (after - before)[big.start : big.start + big.length]
     sd, mean = noise.std().item(), noise.mean().item()
     s_err = ((stat.double() - want).abs() / want).max().item()
-    ok = abs(sd - 0.5) < 0.005 and abs(mean) < 0.005 and s_err < 1e-5
+    ok = abs(sd - 0.5) < 0.005 and abs(mean) < 0.005 and s_err < STAT_RTOL
     return ok, f"GE noise std {sd:.4f} (asked 0.5), official stat vs written g rel err {s_err:.1e}"
 
 
 def check_moments(device: torch.device) -> tuple[bool, str]:
+    """The one-launch moments against float64 sums of each parameter's gradient."""
     groups, view = prepared(device, torch.float32)
     fset = view.flat_set()
     assert fset is not None
     got = moments_flat(fset, groups)  # one Triton launch on CUDA
-    want = moments_reference(view.tensor_set(), groups)
+    want = torch.zeros_like(got)
+    for seg in fset.segments:
+        g = fset.grad[seg.start : seg.start + seg.length].double()
+        want[seg.param, 0] += g.sum()
+        want[seg.param, 1] += torch.dot(g, g)
     scale = want[:, 1].sqrt()  # |sum g| is judged against sqrt(sum g^2)
     e_sum = ((got[:, 0] - want[:, 0]).abs() / scale.clamp_min(1e-30)).max().item()
     e_sq = ((got[:, 1] - want[:, 1]).abs() / want[:, 1].clamp_min(1e-30)).max().item()
+    # fp32 sums within a block of 2048, fp64 across blocks: ~1e-7
     return e_sum < 1e-5 and e_sq < 1e-5, f"moments rel err {max(e_sum, e_sq):.1e}"
 
 
