@@ -30,6 +30,7 @@ from typing import Any
 
 RESULT_TAG = "GPU-CHECK-RESULT "
 PASS, FAIL, NOT_RUN = "PASS", "FAIL", "not run"
+MIN_LEFT_S = 20  # a check is not started with less of the budget left
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,15 @@ class Check:
 
 
 CHECKS = (
-    Check("triton-pass", "bench.gpu_kernel:check_pass", 150,
+    Check("triton-pass", "bench.gpu_kernel:check_pass", 120,
           "Triton regulator pass equals the reference (InfoReg pull, OGM-GE noise, moments)"),
-    Check("triton-bandwidth", "bench.gpu_kernel:check_bandwidth", 150,
+    Check("triton-bandwidth", "bench.gpu_kernel:check_bandwidth", 90,
           "Triton pass device time vs a device-to-device copy of the same buffer (goal >= 70%)"),
-    Check("device-stage", "bench.gpu_stage:check_device_stage", 120,
+    Check("device-stage", "bench.gpu_stage:check_device_stage", 60,
           "normalisation and log-STFT / log-mel on CUDA equal the CPU within stated tolerances"),
-    Check("train-bf16", "bench.gpu_train:check_train_bf16", 240,
+    Check("train-bf16", "bench.gpu_train:check_train_bf16", 150,
           "ResNet-18 audio-video bf16 step with InfoReg: gradients proven regulated, samples/s"),
-    Check("zero2-nccl", "bench.gpu_zero:check_zero2", 300,
+    Check("zero2-nccl", "bench.gpu_zero:check_zero2", 180,
           "the same step under DeepSpeed ZeRO-2 + bf16, NCCL on one rank"),
     Check("dali-nvjpeg", "bench.gpu_loaders:check_dali_decode", 300,
           "DALI nvJPEG decoding equals the CPU graph (full node only)"),
@@ -107,21 +108,23 @@ def torch_state() -> tuple[bool, str]:
 
 
 # ----- running the checks -------------------------------------------------------------------
-def run_child(check: Check, env: dict[str, str], log_dir: Path) -> Result:
-    """`check` in its own process under its time limit; its last result line is the result."""
+def run_child(check: Check, env: dict[str, str], log_dir: Path, limit_s: float = 0) -> Result:
+    """`check` in its own process under its time limit (or `limit_s` where that is sooner and
+    > 0); its last result line is the result."""
     log = log_dir / f"{check.name}.log"
     cmd = [sys.executable, "-m", "bench.gpu_check", "--run", check.target]
+    limit = min(check.limit_s, limit_s) if limit_s > 0 else check.limit_s
     try:
         with log.open("w") as f:
             proc = subprocess.run(
-                cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=check.limit_s, check=False
+                cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=limit, check=False
             )
         rc: int | None = proc.returncode
     except subprocess.TimeoutExpired:
         rc = None
     lines = [x for x in log.read_text(errors="replace").splitlines() if x.startswith(RESULT_TAG)]
     if rc is None:
-        return Result(check.name, FAIL, f"timed out after {check.limit_s} s (log: {log})")
+        return Result(check.name, FAIL, f"timed out after {limit:.0f} s (log: {log})")
     if not lines:
         tail = " ".join(log.read_text(errors="replace").splitlines()[-3:])[-200:]
         return Result(check.name, FAIL, f"exit {rc}, no result: {tail} (log: {log})")
@@ -148,6 +151,27 @@ def run_one(target: str) -> int:
     return 0 if status != FAIL else 1
 
 
+def run_checks(
+    checks: Sequence[Check], env: dict[str, str], logs: Path, budget: float,
+    min_left: float = MIN_LEFT_S,
+) -> list[Result]:  # fmt: skip
+    """Each check in turn, cut at what is left of `budget` seconds; once less than `min_left`
+    is left, the rest are "not run". Prints a line per check as it ends."""
+    results: list[Result] = []
+    start = time.monotonic()
+    for check in checks:
+        t0 = time.monotonic()
+        left = budget - (t0 - start)
+        if left < min_left:
+            result = Result(check.name, NOT_RUN, f"the {budget:.0f} s budget is spent")
+        else:
+            result = run_child(check, env, logs, limit_s=left)
+        results.append(result)
+        took = time.monotonic() - t0
+        print(f"  {result.name:<18} {result.status:<7} ({took:.0f} s) {result.figure}", flush=True)
+    return results
+
+
 def table(results: Sequence[Result]) -> str:
     """The one table: check, status, figure (long figures wrap under the figure column)."""
     width = max([len("CHECK"), *(len(r.name) for r in results)])
@@ -162,6 +186,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default="", help="comma-separated check names (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--logs", type=Path, default=None, help="folder for each check's log")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=570,
+        help="seconds for all checks together (default 570: the bare-node checks in 10 min); "
+        "a check is cut at what is left, and later ones are not run once it is spent",
+    )
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     p.add_argument("--run", default=None, help=argparse.SUPPRESS)  # the child side
     return p.parse_args(argv)
@@ -189,14 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = args.logs or Path(os.environ.get("TMPDIR", "/tmp")) / f"inforeg-gpu-check-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    results, start = [], time.monotonic()
+    start = time.monotonic()
     print(f"gpu check: {desc}; {len(chosen)} check(s), logs in {logs}", flush=True)
-    for check in chosen:
-        t0 = time.monotonic()
-        result = run_child(check, env, logs)
-        results.append(result)
-        took = time.monotonic() - t0
-        print(f"  {result.name:<18} {result.status:<7} ({took:.0f} s) {result.figure}", flush=True)
+    results = run_checks(chosen, env, logs, args.budget)
     print(f"\n{table(results)}\n(total {time.monotonic() - start:.0f} s)")
     if args.json is not None:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2) + "\n")
