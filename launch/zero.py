@@ -5,9 +5,11 @@ The regulator's fused pass runs in a pre-step hook on the optimizer that DeepSpe
 after gradients are averaged across ranks, unscaled and (if configured) clipped, and before the
 update, so momentum and weight decay act on the regulated gradient as on any other.
 
-- ZeRO stage 0, fp32: that optimizer is ours; the gradients are the parameters' ``.grad``
-  (every rank holds the full averaged gradient).
-- ZeRO stages 1 and 2, and bf16 at stage 0: DeepSpeed's base optimizer steps flat fp32 master
+- ZeRO stage 0, fp32 only: that optimizer is ours; the gradients are the parameters' ``.grad``
+  (every rank holds the full averaged gradient). bf16 and fp16 are refused at stage 0
+  (`launch.precision`): DeepSpeed's unfused mixed-precision optimizer copies the ``.grad`` into
+  fp32 masters before the hook runs, so the hook's edit would never reach the update.
+- ZeRO stages 1 and 2: DeepSpeed's base optimizer steps flat fp32 master
   partitions, one per parameter group, each rank its own. Each parameter's DeepSpeed
   high-precision mapping (``_hp_mapping``) says which slice of this rank's partition it owns; those
   slices become the segments of the flat gradient view. The per-modality statistics are partial
@@ -19,6 +21,7 @@ configs do not clip, as the paper).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +32,7 @@ from torch import nn
 from inforeg.groups import ModalityGroups
 from inforeg.kernels import FlatGradients, GradientView, ParamGradients
 from launch.config import OptimConfig
+from launch.precision import check_precision
 from launch.typed import ConfigError, read_json
 
 
@@ -79,8 +83,7 @@ def deepspeed_config(paths: Sequence[str], micro_batch: int) -> dict[str, Any]:
     stage = int(cfg.get("zero_optimization", {}).get("stage", 0))
     if stage not in (0, 1, 2):
         raise ConfigError(f"zero_optimization.stage must be 0, 1 or 2, got {stage}")
-    if cfg.get("fp16", {}).get("enabled") and stage == 0:
-        raise ConfigError("fp16 needs ZeRO stage 1 or 2 here (deepspeed_configs/zero1.json)")
+    check_precision(cfg, stage)
     return cfg
 
 
@@ -126,6 +129,12 @@ class ZeroGradients:
     def of(engine: Any, model: nn.Module, groups: ModalityGroups) -> ZeroGradients:
         params = list(model.parameters())
         if not any(getattr(p, "_hp_mapping", None) is not None for p in params):
+            # ZeRO 0 fp32: DeepSpeed's engine.zero_grad sets every .grad to None after a step,
+            # so the next backward would allocate new tensors and the contiguous view would copy
+            # them back into its buffer every step; zeroing in place keeps each .grad a view of
+            # the buffer (the same numbers: backward adds into zeros).
+            optimizer = base_optimizer(engine)
+            engine.zero_grad = functools.partial(optimizer.zero_grad, set_to_none=False)
             return ZeroGradients([ParamGradients.from_groups(groups, contiguous=True)])
         partitions = [p for g in base_optimizer(engine).param_groups for p in g["params"]]
         if len(partitions) != 1:

@@ -12,8 +12,17 @@ TORCH_VERSION=2.13.0
 APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev build-essential python3-dev python3-venv)
 STAMP="$VENV/.setup-stamp"
 
+# The torch build this machine needs: CUDA where an NVIDIA driver sees a GPU, else CPU. It is part
+# of the stamp, so a set-up done before the driver was visible (or on a CPU node sharing this
+# .venv) never passes for a GPU one.
+if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    TORCH_VARIANT=cuda
+else
+    TORCH_VARIANT=cpu
+fi
+
 want_stamp() {
-    cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1
+    { cat pyproject.toml scripts/setup.sh; echo "torch: $TORCH_VARIANT"; } | sha256sum | cut -d' ' -f1
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(want_stamp)" ]]; then
@@ -41,12 +50,26 @@ fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip setuptools wheel
 
-# 3. torch first and explicitly: the CPU wheel where no NVIDIA driver is present, else the CUDA build
-#    (TORCH_INDEX_URL, e.g. https://download.pytorch.org/whl/cu130, selects the wheel index;
-#    TORCH_CPU_INDEX_URL the CPU one).
-if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
-    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+# 3. torch first and explicitly: the CPU wheel where no NVIDIA driver sees a GPU, else the CUDA build
+#    (TORCH_INDEX_URL, default https://download.pytorch.org/whl/cu130, selects the wheel index;
+#    TORCH_CPU_INDEX_URL the CPU one). An installed torch counts only if it is the pinned version
+#    AND, on a GPU machine, a CUDA build: pip itself takes 2.13.0+cpu as satisfying torch==2.13.0.
+have_torch() {
+    "$VENV/bin/python" - "$TORCH_VERSION" "$TORCH_VARIANT" 2>/dev/null <<'PY'
+import sys
+import torch
+version, variant = sys.argv[1:]
+same = torch.__version__.split("+")[0] == version
+sys.exit(0 if same and (variant == "cpu" or torch.version.cuda is not None) else 1)
+PY
+}
+if ! have_torch; then
+    if [[ "$TORCH_VARIANT" == cuda ]]; then
+        # whatever build an earlier set-up left (a +cpu wheel of the pinned version) goes first
+        "$VENV/bin/python" -m pip uninstall -y -q torch 2>/dev/null || true
         "${PIP[@]}" "torch==$TORCH_VERSION" --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu130}"
+        have_torch || { echo "setup: a GPU is visible but the torch installed is not a CUDA build" \
+            "(TORCH_INDEX_URL=${TORCH_INDEX_URL:-default})" >&2; exit 1; }
     else
         # PyPI's default Linux torch wheel is the CUDA build (several GB); PyTorch's CPU index holds
         # the CPU wheel (2.13.0+cpu, preferred by pip over 2.13.0). Where that index is unreachable

@@ -162,9 +162,13 @@ def _regulate_cpu(
 
 
 def moments_flat(fset: FlatSet, groups: ModalityGroups) -> Tensor:
-    """(P, 2) float64 per-parameter (sum g, sum g^2) over the covered segments (one pass per
-    segment, for the GE noise's std: OGM-GE only)."""
+    """(P, 2) float64 per-parameter (sum g, sum g^2) over the covered segments, for the GE
+    noise's std (OGM-GE only): one Triton launch on CUDA, a pass per segment on CPU."""
     device = fset.grad.device
+    if device.type == "cuda":
+        from inforeg.kernels.triton import moments_flat_triton
+
+        return moments_flat_triton(fset, groups)
     out = torch.zeros(len(groups.params), 2, dtype=torch.float64, device=device)
     for seg in fset.segments:
         x = fset.grad[seg.start : seg.start + seg.length].float()

@@ -111,6 +111,12 @@ class ParamGradients(GradientView):
     def has_flat(self) -> bool:
         return self._flat is not None
 
+    @property
+    def grad_copies(self) -> int:
+        """Gradient tensors copied into the contiguous buffer because something replaced them
+        (0 while the loop zeroes gradients in place; always 0 without ``contiguous``)."""
+        return 0 if self._flat is None else self._flat.grad_copies
+
     def _grads(self) -> list[Tensor]:
         for p in self._params:
             if p.grad is None:
@@ -287,6 +293,7 @@ class _Flattened:
         self._grad_ptrs = [self.grad.data_ptr() + s * item for s in self.offsets[:-1]]
         self.anchor: Tensor | None = None
         self.cache: dict[str, Any] = {}
+        self.grad_copies = 0
         with torch.no_grad():
             for i, p in enumerate(params):
                 self._rebind_weight(i, p)
@@ -310,7 +317,11 @@ class _Flattened:
 
     def sync(self) -> None:
         """Re-view any weight or gradient that was replaced (``zero_grad(set_to_none=True)``,
-        ``load_state_dict(assign=True)``): one copy into the buffer, then a view again."""
+        ``load_state_dict(assign=True)``): one copy into the buffer, then a view again.
+
+        A loop that zeroes gradients in place (``zero_grad(set_to_none=False)``) keeps them
+        views, so backward accumulates straight into the buffer and nothing is copied here;
+        `grad_copies` counts the gradient tensors copied so far (0 in such a loop)."""
         with torch.no_grad():
             for i, p in enumerate(self.params):
                 if p.data_ptr() != self._weight_ptrs[i]:
@@ -318,6 +329,7 @@ class _Flattened:
                 g = p.grad
                 if g is None or g.data_ptr() != self._grad_ptrs[i]:
                     self._rebind_grad(i, p)
+                    self.grad_copies += 1
 
     def anchor_views(self) -> list[Tensor]:
         assert self.anchor is not None

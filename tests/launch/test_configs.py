@@ -35,7 +35,7 @@ def test_every_shipped_yaml_loads(path: Path) -> None:
 @pytest.mark.parametrize("path", JSONS, ids=lambda p: p.name)
 def test_every_shipped_deepspeed_json_loads_and_merges(path: Path) -> None:
     read_json(path)
-    stage = "zero1.json" if path.name == "fp16.json" else "zero0.json"
+    stage = "zero1.json" if path.name in ("fp16.json", "bf16.json") else "zero0.json"
     paths = (
         [str(path)]
         if path.name.startswith("zero")

@@ -19,7 +19,7 @@ from inforeg.kernels import (
     regulate_,
 )
 from inforeg.model import MultimodalModel
-from tests.inforeg.tiny import tiny_model
+from tests.inforeg.tiny import tiny_batch, tiny_model
 
 LAYOUTS = ("params", "contiguous", "flat", "split")
 IMPLS = ("reference", "foreach", "flat")
@@ -246,6 +246,25 @@ def test_contiguous_view_survives_zero_grad_set_to_none():
     fset = view.flat_set()
     assert fset is not None
     assert params[0].grad.data_ptr() == fset.grad.data_ptr()  # views of the buffer again
+
+
+def test_contiguous_view_copies_nothing_when_gradients_are_zeroed_in_place():
+    """What a trainer must do so that backward writes straight into the flat buffer (DeepSpeed's
+    ZeRO-0 fp32 engine sets every .grad to None after its step: one copy per tensor per step)."""
+    s = make("contiguous")
+    (view,) = s.views
+    model = s.model
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = tiny_batch(model, 4, seed=3)
+    n = len(s.groups.parameters())
+    for set_to_none, copies in ((False, 0), (True, n)):
+        before = view.grad_copies
+        for _ in range(2):
+            opt.zero_grad(set_to_none=set_to_none)
+            torch.nn.functional.cross_entropy(model(batch).logits, batch["label"]).backward()
+            regulate_(view, GradientUpdate(stat="paper"), "flat")
+            opt.step()
+        assert view.grad_copies - before == 2 * copies, set_to_none
 
 
 def test_ge_noise_has_the_requested_std_and_only_where_asked():
