@@ -62,7 +62,6 @@ from preprocess.schema import (
     VIDEO,
     DatasetInfo,
     file_digest,
-    load_dataset_info,
 )
 
 _FAILED = object()  # queue sentinel: the loader thread raised (the exception is on the iterator)
@@ -325,7 +324,3 @@ class FFCVLoader(CursorLoader):
                 # Taking the next batch lets FFCV's thread refill this one's buffers: the
                 # host -> device copies from them must be done first (a host sync).
                 copied.synchronize()
-
-
-def build(spec: LoaderSpec) -> FFCVLoader:
-    return FFCVLoader(spec, load_dataset_info(spec.data_dir))

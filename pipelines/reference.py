@@ -54,7 +54,6 @@ from preprocess.schema import (
     VIDEO,
     DatasetInfo,
     frames_index,
-    load_dataset_info,
 )
 
 FRAMES_DIR = "frames"
@@ -290,7 +289,3 @@ class ReferenceLoader(CursorLoader):
                 batch[TEXT_MASK] = batch[TEXT] != PAD_ID
             self.cursor.batches += 1
             yield batch
-
-
-def build(spec: LoaderSpec) -> ReferenceLoader:
-    return ReferenceLoader(spec, load_dataset_info(spec.data_dir))
