@@ -11,6 +11,12 @@ times the uint8/int16 host batches before the device stage (`LoaderSpec.finish=F
 reference loader's workers). `--decode-bound` decodes the dataset's stored frames on one core with
 libjpeg-turbo (FFCV's `imdecode`, as its pipeline does) and reports the loader's samples/s as a
 fraction of cores x that rate / K: no CPU JPEG pipeline can beat that.
+
+`--host-only` (dali, ffcv) times the pipeline with the JPEG work taken out, host stage: for DALI
+the GPU graph's host side (the batch source: order, the contract's parameters, the JPEG slices
+read from the shards, PCM and tokens; DALI's executor) with the decode and warp removed (on a GPU
+they run on the device); for FFCV its pipeline with the decode and resize skipped. The figure to
+read is CPU microseconds per sample and samples per CPU-second (= per core).
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from typing import Any
 
 import numpy as np
 import psutil
+import torch
 
-from pipelines import PIPELINE_FORMAT
-from pipelines.contract import LoaderSpec
+from pipelines.registry import PIPELINE_FORMAT, pipeline_entry
+from pipelines.spec import LoaderSpec
 from preprocess.schema import VIDEO, DatasetInfo, ffcv_file, load_dataset_info
 
 
@@ -49,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-os-cache", action="store_true", help="FFCV: process page cache")
     parser.add_argument("--no-verify", action="store_true", help="skip sha256 checks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--host-only",
+        action="store_true",
+        help="dali, ffcv: the pipeline's host work without JPEG decode and resize (implies "
+        "--stage host)",
+    )
     parser.add_argument("--decode-bound", action="store_true")
     parser.add_argument("--decode-seconds", type=float, default=3.0, help="decode-bound timing")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -180,9 +193,22 @@ def stored_mb_per_sample(info: DatasetInfo, pipeline: str, split: str) -> float:
     return total / max(1, info.splits[split].samples) / 1e6
 
 
-def run(args: argparse.Namespace) -> int:
+def build(spec: LoaderSpec, info: DatasetInfo, host_only: bool) -> Any:
+    """The loader the bench times: `build_loader`'s, or the pipeline's host-only variant."""
     from pipelines import build_loader
 
+    if not host_only:
+        return build_loader(spec, info)
+    if spec.pipeline not in ("dali", "ffcv"):
+        raise ValueError(f"--host-only: {spec.pipeline} has no decode-free variant (dali, ffcv)")
+    threads = torch.get_num_threads()
+    try:
+        return pipeline_entry(spec.pipeline).loader_class()(spec, info, host_only=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace) -> int:
     info = load_dataset_info(args.data)
     if args.split not in info.splits:
         raise ValueError(f"--split {args.split!r}: {args.data} has {sorted(info.splits)}")
@@ -199,12 +225,12 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         order=args.order,
         os_cache=not args.no_os_cache,
-        finish=args.stage == "device",
+        finish=args.stage == "device" and not args.host_only,
         verify=not args.no_verify,
     )
     load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
-    loader = build_loader(spec)
+    loader = build(spec, info, args.host_only)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     timing = time_loader(loader, args.warmup, args.batches)
@@ -215,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "split": args.split,
         "mode": "eval" if args.eval else "train",
-        "stage": args.stage,
+        "stage": "host-only" if args.host_only else args.stage,
         "device": spec.device,
         "batch_size": args.batch_size,
         "workers": args.workers,
@@ -230,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
         "p95_batch_s": float(np.percentile(timing.latencies_s, 95)),
         "cpu_cores_used": timing.cpu_s / timing.wall_s,
         "samples_per_cpu_s": timing.samples / max(timing.cpu_s, 1e-9),
+        "cpu_us_per_sample": 1e6 * timing.cpu_s / max(timing.samples, 1),
         "cpu_count": len(os.sched_getaffinity(0)),
         "build_s": build_s,
         "warmup_s": total_s - timing.wall_s,
@@ -256,6 +283,7 @@ def format_table(f: dict[str, Any]) -> str:
         ("batch p95", f"{f['p95_batch_s'] * 1e3:,.1f} ms"),
         ("CPU", f"{f['cpu_cores_used']:.2f} cores of {f['cpu_count']}"),
         ("samples per CPU-s", f"{f['samples_per_cpu_s']:,.0f}"),
+        ("CPU per sample", f"{f['cpu_us_per_sample']:,.0f} us"),
         ("build / warm-up", f"{f['build_s']:.1f} s / {f['warmup_s']:.1f} s"),
         ("load average", f"{f['loadavg_1m_before']:.2f} -> {f['loadavg_1m_after']:.2f}"),
     ]
