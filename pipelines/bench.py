@@ -26,7 +26,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="dali, ffcv: the pipeline's host work without JPEG decode and resize (implies "
         "--stage host)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="dali: also time the graph cut before the decode and before the warp (CPU per "
+        "sample of each step)",
     )
     parser.add_argument("--decode-bound", action="store_true")
     parser.add_argument("--decode-seconds", type=float, default=3.0, help="decode-bound timing")
@@ -199,8 +205,6 @@ def build(spec: LoaderSpec, info: DatasetInfo, host_only: bool) -> Any:
 
     if not host_only:
         return build_loader(spec, info)
-    if spec.pipeline not in ("dali", "ffcv"):
-        raise ValueError(f"--host-only: {spec.pipeline} has no decode-free variant (dali, ffcv)")
     threads = torch.get_num_threads()
     try:
         return pipeline_entry(spec.pipeline).loader_class()(spec, info, host_only=True)
@@ -208,7 +212,29 @@ def build(spec: LoaderSpec, info: DatasetInfo, host_only: bool) -> Any:
         torch.set_num_threads(threads)
 
 
+def dali_profile(spec: LoaderSpec, info: DatasetInfo, warmup: int, batches: int) -> dict:
+    """CPU microseconds per sample of the DALI graph's steps, from the graph cut before the
+    decode, cut before the warp, and whole (host stage): each step's cost is a difference."""
+    from pipelines.dali import DaliLoader
+
+    host = replace(spec, finish=False)
+    us = {}
+    for cut in ("decode", "warp", ""):
+        timing = time_loader(DaliLoader(host, info, cut=cut), warmup, batches)
+        us[cut or "whole"] = 1e6 * timing.cpu_s / max(timing.samples, 1)
+    return {
+        "source_us": us["decode"],
+        "decode_us": us["warp"] - us["decode"],
+        "warp_us": us["whole"] - us["warp"],
+        "whole_us": us["whole"],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.profile and args.pipeline != "dali":
+        raise ValueError("--profile: only the dali graph is cut in steps")
+    if args.host_only and args.pipeline not in ("dali", "ffcv"):
+        raise ValueError(f"--host-only: {args.pipeline} has no decode-free variant (dali, ffcv)")
     info = load_dataset_info(args.data)
     if args.split not in info.splits:
         raise ValueError(f"--split {args.split!r}: {args.data} has {sorted(info.splits)}")
@@ -263,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
         "loadavg_1m_before": load_start,
         "loadavg_1m_after": os.getloadavg()[0],
     }
+    if args.profile:
+        figures["profile_us_per_sample"] = dali_profile(spec, info, args.warmup, args.batches)
     if args.decode_bound:
         bound = decode_bound(args.data, info, args.split, args.frames, args.decode_seconds)
         figures["decode_bound"] = bound
@@ -298,6 +326,15 @@ def format_table(f: dict[str, Any]) -> str:
             )
         )
         rows.append(("of the bound", f"{100 * f['fraction_of_decode_bound']:.0f}%"))
+    if "profile_us_per_sample" in f:
+        p = f["profile_us_per_sample"]
+        rows.append(
+            (
+                "CPU per sample by step",
+                f"source {p['source_us']:,.0f} us + decode {p['decode_us']:,.0f} us + warp "
+                f"{p['warp_us']:,.0f} us = {p['whole_us']:,.0f} us",
+            )
+        )
     head = (
         f"inforeg-bench loader: {f['pipeline']} on {f['data']} [{f['split']}, {f['mode']}], "
         f"batch {f['batch_size']}, workers {f['workers']}, K={f['frames']} at {f['size']}, "

@@ -90,11 +90,13 @@ class DaliLoader(CursorLoader):
         *,
         whole_frame: bool | None = None,
         host_only: bool = False,
+        cut: str = "",
     ):
         """`whole_frame`: decode whole frames rather than each slot's region (see `GraphParams`);
         None = whole frames on the GPU (nvJPEG's hardware decoder), regions on the CPU.
-        `host_only`: a benchmark's graph without decode and warp (`GraphParams.host_only`); it
-        yields host batches of the JPEGs' rows, PCM, tokens, labels and indices."""
+        `host_only`: a benchmark's graph without decode and warp (`cut="decode"`); it yields
+        host batches of the slots' rows, PCM, tokens, labels and indices. `cut`: a benchmark's
+        graph cut after a step (`GraphParams.cut`)."""
         self.spec = spec
         self.info = info if info is not None else load_dataset_info(spec.data_dir)
         self.shards = read_shards(spec.data_dir, self.info, spec.split)
@@ -105,8 +107,11 @@ class DaliLoader(CursorLoader):
             raise ValueError(f"device {spec.device!r}: CUDA is not available here")
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"device {spec.device!r}: the DALI loader runs on cpu or cuda")
-        if host_only and spec.finish:
-            raise ValueError("host_only yields host batches: build it with finish=False")
+        cut = "decode" if host_only else cut
+        if cut and spec.finish:
+            raise ValueError(
+                f"a cut graph ({cut!r}) yields host batches: build it with finish=False"
+            )
         n, per_step = self.shards.samples, spec.world_size * spec.batch_size
         if n < spec.world_size:
             raise ValueError(
@@ -124,7 +129,7 @@ class DaliLoader(CursorLoader):
             frames=spec.frames,
             decoder="mixed" if self.device.type == "cuda" else "cpu",
             whole_frame=whole,
-            host_only=host_only,
+            cut=cut,
         )
         self.whole_frame = whole
         self.cursor = EpochCursor(self._num_batches())
@@ -181,7 +186,7 @@ class DaliLoader(CursorLoader):
         order, size = self.epoch_samples(epoch), self.spec.batch_size
         plans = [order[b * size : (b + 1) * size] for b in range(start, len(self))]
         generation = self.source.begin(epoch, plans, start)
-        names = output_names(self.info.modalities, self.spec.frames, self.graph.host_only)
+        names = output_names(self.info.modalities, self.spec.frames, self.graph.cut)
         done = start
         while done < len(self):
             outputs = self._run(epoch, done)
@@ -217,8 +222,8 @@ class DaliLoader(CursorLoader):
         """DALI outputs -> torch tensors (zero-copy through DLPack), padding rows dropped."""
         raw = {}
         for name, tensors in zip(names, outputs, strict=True):
-            if name.startswith("jpeg"):
-                continue  # host-only: the undecoded JPEGs, ragged
+            if name.startswith(("jpeg", "region")):
+                continue  # a cut graph's JPEGs or decoded regions: ragged, not converted
             raw[name] = torch.from_dlpack(tensors.as_tensor())[:rows]
         labels = raw[LABEL]
         if labels.numel() and (labels.min() < 0 or labels.max() >= len(self.info.classes)):

@@ -25,6 +25,7 @@ from nvidia.dali.types import DALIDataType as DType
 from pipelines.dali_source import ROW, BatchSource
 from preprocess.schema import AUDIO, INDEX, LABEL, TEXT, VIDEO
 
+CUTS = ("", "decode", "warp")
 _DTYPES: dict[str, DType] = {
     "rows": DType.FLOAT,
     AUDIO: DType.INT16,
@@ -46,9 +47,14 @@ class GraphParams:
     """Decode whole frames (`decoders.image`: nvJPEG's hardware decoder takes no regions) or only
     each slot's region (`decoders.image_slice`: less entropy decoding and colour conversion on
     CPUs)."""
-    host_only: bool = False
-    """No decode, no warp: the graph returns the JPEGs and rows it would decode (a benchmark of
-    the host work a GPU graph leaves on the CPU)."""
+    cut: str = ""
+    """Benchmarks only: `decode` = no decode, no warp (the graph returns the JPEGs and rows it
+    would decode: the host work a GPU graph leaves on the CPU); `warp` = decode, no warp (the
+    decoded regions are returned); "" = the whole graph."""
+
+    def __post_init__(self) -> None:
+        if self.cut not in CUTS:
+            raise ValueError(f"cut must be one of {CUTS}, got {self.cut!r}")
 
 
 def decode_args(params: GraphParams) -> dict[str, Any]:
@@ -84,6 +90,29 @@ def crop_resize_flip(jpeg: Any, row: Any, params: GraphParams) -> Any:
     )
 
 
+def decoded_regions(inputs: Mapping[str, Any], params: GraphParams) -> list[Any]:
+    """The `warp` cut's outputs: each slot's decoded region (uint8 (h, w, 3), ragged)."""
+    rows = inputs["rows"]
+    regions = []
+    for k in range(params.frames):
+        row = rows[k * ROW : (k + 1) * ROW]
+        if params.whole_frame:
+            regions.append(fn.decoders.image(inputs[f"jpeg{k}"], **decode_args(params)))
+        else:
+            regions.append(
+                fn.decoders.image_slice(
+                    inputs[f"jpeg{k}"],
+                    row[1:3],
+                    row[3:5],
+                    axis_names="WH",
+                    normalized_anchor=False,
+                    normalized_shape=False,
+                    **decode_args(params),
+                )
+            )
+    return regions
+
+
 def video_frames(inputs: Mapping[str, Any], params: GraphParams) -> Any:
     """uint8 (K, size, size, 3): the K slots of a sample, each from its row of `rows`."""
     rows = inputs["rows"]
@@ -94,14 +123,15 @@ def video_frames(inputs: Mapping[str, Any], params: GraphParams) -> Any:
     return fn.stack(*slots)
 
 
-def output_names(
-    modalities: Sequence[str], frames: int, host_only: bool = False
-) -> tuple[str, ...]:
-    """The graph's outputs, in order: the raw batch keys of `finish_batch` (host-only: the JPEGs
-    and rows in place of the frames)."""
+def output_names(modalities: Sequence[str], frames: int, cut: str = "") -> tuple[str, ...]:
+    """The graph's outputs, in order: the raw batch keys of `finish_batch` (a cut graph: the
+    JPEGs or the decoded regions, and the rows, in place of the frames)."""
     video: tuple[str, ...] = ()
     if VIDEO in modalities:
-        video = (*(f"jpeg{k}" for k in range(frames)), "rows") if host_only else (VIDEO,)
+        video = (VIDEO,)
+        if cut:
+            video = (*(f"{'jpeg' if cut == 'decode' else 'region'}{k}" for k in range(frames)),)
+            video = (*video, "rows")
     return (*video, *(m for m in (AUDIO, TEXT) if m in modalities), LABEL, INDEX)
 
 
@@ -121,8 +151,10 @@ def read_source(source: BatchSource) -> dict[str, Any]:
 def contract_pipeline(params: GraphParams, source: BatchSource) -> tuple[Any, ...]:
     """The raw batch of the contract (see the module's docstring), one sample per DataNode."""
     inputs = read_source(source)
+    if params.cut == "warp":
+        inputs.update({f"region{k}": r for k, r in enumerate(decoded_regions(inputs, params))})
     outputs = []
-    for name in output_names(params.modalities, params.frames, params.host_only):
+    for name in output_names(params.modalities, params.frames, params.cut):
         if name == VIDEO:
             outputs.append(video_frames(inputs, params))
         elif name in (AUDIO, TEXT) and params.decoder != "cpu":
