@@ -6,6 +6,7 @@ import functools
 import math
 
 import torch
+from einops import rearrange
 
 from preprocess.schema import AudioFeatures
 
@@ -74,4 +75,5 @@ def audio_features(wave: torch.Tensor, features: AudioFeatures, sample_rate: int
             x.device,
         )
         spec = torch.einsum("bft,fm->bmt", spec.square(), fb)
-    return spec.add_(features.eps).log_().unsqueeze(1)  # in place: spec is ours
+    spec = spec.add_(features.eps).log_()  # in place: spec is ours
+    return rearrange(spec, "b f t -> b 1 f t")

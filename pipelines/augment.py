@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from einops import repeat
 
 from pipelines.rng import STREAM_CROP, STREAM_FLIP, STREAM_FRAMES, uniforms
 
@@ -114,8 +115,8 @@ def video_params(
     frames = choose_frames(
         seed=seed, epoch=epoch, indices=idx, frame_counts=frame_counts, k=k, train=train
     )
-    h = np.broadcast_to(np.asarray(heights, dtype=np.int64)[:, None], (n, k))
-    w = np.broadcast_to(np.asarray(widths, dtype=np.int64)[:, None], (n, k))
+    h = repeat(np.asarray(heights, dtype=np.int64), "n -> n k", k=k)  # every slot: its frame's
+    w = repeat(np.asarray(widths, dtype=np.int64), "n -> n k", k=k)
     if not train:
         zeros = np.zeros((n, k), dtype=np.int64)
         boxes = np.stack([zeros, zeros, h, w], axis=-1)

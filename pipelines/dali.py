@@ -91,12 +91,14 @@ class DaliLoader(CursorLoader):
         whole_frame: bool | None = None,
         host_only: bool = False,
         cut: str = "",
+        hw_decoder_load: float | None = None,
     ):
         """`whole_frame`: decode whole frames rather than each slot's region (see `GraphParams`);
         None = whole frames on the GPU (nvJPEG's hardware decoder), regions on the CPU.
         `host_only`: a benchmark's graph without decode and warp (`cut="decode"`); it yields
         host batches of the slots' rows, PCM, tokens, labels and indices. `cut`: a benchmark's
-        graph cut after a step (`GraphParams.cut`)."""
+        graph cut after a step (`GraphParams.cut`). `hw_decoder_load`: on a GPU, nvJPEG's
+        hardware decoder's share (`GraphParams.hw_decoder_load`; None = DALI's default)."""
         self.spec = spec
         self.info = info if info is not None else load_dataset_info(spec.data_dir)
         self.shards = read_shards(spec.data_dir, self.info, spec.split)
@@ -130,6 +132,7 @@ class DaliLoader(CursorLoader):
             decoder="mixed" if self.device.type == "cuda" else "cpu",
             whole_frame=whole,
             cut=cut,
+            hw_decoder_load=hw_decoder_load,
         )
         self.whole_frame = whole
         self.cursor = EpochCursor(self._num_batches())

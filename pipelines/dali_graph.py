@@ -47,6 +47,10 @@ class GraphParams:
     """Decode whole frames (`decoders.image`: nvJPEG's hardware decoder takes no regions) or only
     each slot's region (`decoders.image_slice`: less entropy decoding and colour conversion on
     CPUs)."""
+    hw_decoder_load: float | None = None
+    """`mixed` only: the share of the JPEG data nvJPEG's hardware decoder takes (DALI's default
+    0.65 when None); the rest goes to its hybrid decoder, whose Huffman stage runs on host
+    threads (`docs/loaders.md`: the host cost per sample on a GPU node)."""
     cut: str = ""
     """Benchmarks only: `decode` = no decode, no warp (the graph returns the JPEGs and rows it
     would decode: the host work a GPU graph leaves on the CPU); `warp` = decode, no warp (the
@@ -55,6 +59,8 @@ class GraphParams:
     def __post_init__(self) -> None:
         if self.cut not in CUTS:
             raise ValueError(f"cut must be one of {CUTS}, got {self.cut!r}")
+        if self.hw_decoder_load is not None and not 0.0 <= self.hw_decoder_load <= 1.0:
+            raise ValueError(f"hw_decoder_load must be in [0, 1], got {self.hw_decoder_load}")
 
 
 def decode_args(params: GraphParams) -> dict[str, Any]:
@@ -63,6 +69,8 @@ def decode_args(params: GraphParams) -> dict[str, Any]:
     args: dict[str, Any] = {"device": params.decoder, "output_type": types.DALIImageType.RGB}
     if params.decoder == "mixed":
         args["jpeg_fancy_upsampling"] = True
+        if params.hw_decoder_load is not None:
+            args["hw_decoder_load"] = params.hw_decoder_load
     return args
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from einops import rearrange
 
 from pipelines.augment import VideoParams, video_params
 from pipelines.dali_shards import FRAMES, ShardSet
@@ -79,8 +80,8 @@ def slot_rows(
         one * size,
         one * size,
     ]
-    rows = np.stack(columns, axis=-1)  # (n, K, ROW)
-    return rows.reshape(rows.shape[0], -1).astype(np.float32)
+    rows = np.stack(columns, axis=-1)
+    return rearrange(rows, "n k row -> n (k row)").astype(np.float32)
 
 
 class SlotParams:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from einops import rearrange
 
 from pipelines.audio import audio_features
 from pipelines.spec import TEXT_MASK, Batch
@@ -22,8 +23,7 @@ def normalize_video(
     Per-channel Python scalars, not a constants tensor: building one on a GPU would be a
     synchronous host -> device copy every batch.
     """
-    dims = frames.dim()
-    chw = frames.permute(*range(dims - 3), dims - 1, dims - 3, dims - 2)
+    chw = rearrange(frames, "... h w c -> ... c h w")  # a view
     out = torch.empty(chw.shape, dtype=torch.float32, device=frames.device)
     out.copy_(chw)
     for c, (m, s) in enumerate(zip(mean, std, strict=True)):
@@ -60,12 +60,11 @@ def finish_batch(
     if AUDIO in info.modalities:
         pcm = raw[AUDIO].to(device, non_blocking=True)
         wave = pcm.to(torch.float32) / AUDIO_SCALE if pcm.dtype == torch.int16 else pcm
-        out[AUDIO] = audio_features(
-            wave.reshape(batch_size, -1), options.audio_features, options.audio_sr
-        )
+        wave = rearrange(wave, "b ... -> b (...)")  # (B, N) whatever the source's layout
+        out[AUDIO] = audio_features(wave, options.audio_features, options.audio_sr)
     if TEXT in info.modalities:
         text = raw[TEXT].to(device, dtype=torch.int64, non_blocking=True, copy=True)
-        out[TEXT] = text.reshape(batch_size, -1)
+        out[TEXT] = rearrange(text, "b ... -> b (...)")  # (B, L)
         out[TEXT_MASK] = out[TEXT] != PAD_ID
     for key in (LABEL, INDEX):
         value = raw[key].to(device, dtype=torch.int64, non_blocking=True, copy=True)

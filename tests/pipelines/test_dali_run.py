@@ -15,6 +15,7 @@ from nvidia.dali.types import DALIDataType
 
 from pipelines.contract import LoaderSpec
 from pipelines.dali import DaliLoader, dali_part, reader_seed
+from pipelines.dali_graph import GraphParams, decode_args
 from pipelines.dali_order import reader_order
 
 pytestmark = pytest.mark.timeout(300)
@@ -135,3 +136,25 @@ def test_loader_order_is_dalis_reader_per_epoch(dataset: Path, order: str) -> No
             seed=reader_seed(5, e),
         )
         assert got == expected[: len(got)] and len(got) == len(loader) * 4
+
+
+def graph(decoder: str, hw_decoder_load: float | None = None) -> GraphParams:
+    return GraphParams(
+        modalities=("video",),
+        frames=3,
+        decoder=decoder,
+        whole_frame=True,
+        hw_decoder_load=hw_decoder_load,
+    )
+
+
+def test_gpu_decoder_arguments() -> None:
+    """nvJPEG upsamples chroma as libjpeg-turbo (the CPU graph's colours); its hardware share is
+    passed when given, checked when built."""
+    mixed = decode_args(graph("mixed", 1.0))
+    assert mixed["jpeg_fancy_upsampling"] is True and mixed["hw_decoder_load"] == 1.0
+    assert "hw_decoder_load" not in decode_args(graph("mixed"))
+    cpu = decode_args(graph("cpu"))
+    assert "jpeg_fancy_upsampling" not in cpu and cpu["device"] == "cpu"
+    with pytest.raises(ValueError, match="hw_decoder_load must be in"):
+        graph("mixed", 1.5)
