@@ -136,7 +136,7 @@ class DaliLoader(CursorLoader):
         )
         self.whole_frame = whole
         self.cursor = EpochCursor(self._num_batches())
-        self.source = BatchSource(self.shards, self.info, spec, whole_frame=whole)
+        self.source = self._new_source()
         self.builds = 0
         self._pipe: Any = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -167,6 +167,9 @@ class DaliLoader(CursorLoader):
             "prefetch_queue_depth": spec.prefetch,
         }
 
+    def _new_source(self) -> BatchSource:
+        return BatchSource(self.shards, self.info, self.spec, whole_frame=self.whole_frame)
+
     def _pipeline(self) -> tuple[Any, concurrent.futures.ThreadPoolExecutor]:
         """The run's pipeline and the thread that runs it, built on first use and kept."""
         if self._pipe is None or self._pool is None:
@@ -182,7 +185,7 @@ class DaliLoader(CursorLoader):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pipe = self._pool = None
-        self.source.reset()
+        self.source = self._new_source()  # a stalled run may still call the old one
 
     def __iter__(self) -> Iterator[Batch]:
         start, epoch = self.cursor.start(), self.cursor.epoch

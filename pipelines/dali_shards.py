@@ -1,8 +1,9 @@
 """The DALI loader's view of a split's tar shards: index files, per-sample frame metadata, checks.
 
-`read_shards` parses the index files once per loader (where each member of each sample lies) and
-reads each sample's frame count (from its `offsets` member's size) and frame size (from its first
-JPEG's header), which the contract's crop boxes need. `verify_files` checks the shards against
+`read_shards` parses the index files once per loader (where each member of each sample lies, and
+the order the shards store the samples in) and reads each sample's frame offsets (checked against
+its frame bytes: the batch source slices JPEGs by them) and frame size (from its first JPEG's
+header), which the contract's crop boxes need. `verify_files` checks the shards against
 dataset.json's sha256; `check_sample` is the slow host twin of the graph, run only after DALI
 failed on a batch, to name the damaged sample.
 """

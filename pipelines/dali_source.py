@@ -216,12 +216,6 @@ class BatchSource:
                 self._queued.append(plan)
             return self.generation
 
-    def reset(self) -> None:
-        """Forget every plan (the pipeline they were fed to was dropped)."""
-        with self._lock:
-            self._queued.clear()
-            self._issued.clear()
-
     def issued(self) -> Plan | None:
         """The plan of the oldest batch DALI has not yet returned (None: a placeholder batch)."""
         return self._issued.popleft()

@@ -158,3 +158,32 @@ def test_gpu_decoder_arguments() -> None:
     assert "jpeg_fancy_upsampling" not in cpu and cpu["device"] == "cpu"
     with pytest.raises(ValueError, match="hw_decoder_load must be in"):
         graph("mixed", 1.5)
+
+
+@pytest.mark.timeout(120)
+def test_a_stalled_batch_drops_the_pipeline_and_the_next_epoch_is_whole(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a timeout the stalled run may still finish in its thread: the rebuilt pipeline's
+    batches must not be matched with what the stalled one fed."""
+    import time
+
+    from pipelines import dali_source
+
+    calls = {"n": 0}
+    slow_call = dali_source.SlotParams.__call__
+
+    def stall_once(self: dali_source.SlotParams, *args: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(1.5)
+        return slow_call(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dali_source.SlotParams, "__call__", stall_once)
+    loader = DaliLoader(spec(dataset, timeout_s=0.5))
+    with pytest.raises(TimeoutError, match="not ready after 0.5 s"):
+        next(iter(loader))
+    time.sleep(2.0)  # the stalled run finishes, feeding the dropped pipeline's source
+    loader.set_epoch(0)
+    fresh = DaliLoader(spec(dataset))
+    assert same(epoch(loader), epoch(fresh)) and loader.builds == 2
