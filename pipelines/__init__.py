@@ -2,43 +2,43 @@
 
 `build_loader(LoaderSpec(...))` is the one way to get a loader: it imports only the chosen
 pipeline's module (DALI and FFCV are heavy imports), and every loader honours `contract.Loader`.
-Building or iterating a loader never changes the process's torch thread count (importing FFCV
-sets it to 1, which would halve a CPU trainer's compute).
+`PIPELINES` (`pipelines.registry`) is the one list of pipeline names, with each one's loader class
+and stored format. Building or iterating a loader never changes the process's torch thread count
+(importing FFCV sets it to 1, which would halve a CPU trainer's compute).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import torch
 
-from pipelines.contract import Loader, LoaderError, LoaderSpec
-
-# pipeline name -> "module:function" taking a LoaderSpec and returning a Loader.
-PIPELINES: dict[str, str] = {
-    "dali": "pipelines.dali:build",
-    "ffcv": "pipelines.ffcv:build",
-    "reference": "pipelines.reference:build",
-}
-
-# pipeline name -> the dataset format it reads (`inforeg-preprocess build --formats`).
-PIPELINE_FORMAT: dict[str, str] = {"ffcv": "ffcv", "dali": "dali", "reference": "frames"}
+from pipelines.registry import PIPELINE_FORMAT, PIPELINES, PipelineEntry, pipeline_entry
+from pipelines.spec import Loader, LoaderError, LoaderSpec
+from preprocess.schema import DatasetInfo, load_dataset_info
 
 
-def build_loader(spec: LoaderSpec) -> Loader:
-    """The loader `spec.pipeline` names, built from `spec` (ValueError for an unknown name)."""
-    target = PIPELINES.get(spec.pipeline)
-    if target is None:
-        raise ValueError(f"pipeline {spec.pipeline!r} is unknown; choose from {sorted(PIPELINES)}")
-    module_name, _, function = target.partition(":")
+def build_loader(spec: LoaderSpec, info: DatasetInfo | None = None) -> Loader:
+    """The loader `spec.pipeline` names, built from `spec` (ValueError for an unknown name).
+
+    `info`: the dataset's description (`dataset.json`) when the caller has read it already (read
+    once per rank, passed down); None reads it from `spec.data_dir`.
+    """
+    entry = pipeline_entry(spec.pipeline)
+    if info is None:
+        info = load_dataset_info(spec.data_dir)
     threads = torch.get_num_threads()
     try:
-        builder: Any = getattr(importlib.import_module(module_name), function)
-        loader: Loader = builder(spec)
+        loader: Loader = entry.loader_class()(spec, info)
     finally:
         torch.set_num_threads(threads)  # the trainer's to set, whatever a library's import does
     return loader
 
 
-__all__ = ["PIPELINES", "PIPELINE_FORMAT", "Loader", "LoaderError", "LoaderSpec", "build_loader"]
+__all__ = [
+    "PIPELINES",
+    "PIPELINE_FORMAT",
+    "Loader",
+    "LoaderError",
+    "LoaderSpec",
+    "PipelineEntry",
+    "build_loader",
+]

@@ -9,8 +9,16 @@ then `--batches` timed batches, crossing epochs as training does (`set_epoch`). 
 times the uint8/int16 host batches before the device stage (`LoaderSpec.finish=False`); `device`
 (default) the full contract on `--device`. CPU use counts this process and its children (the
 reference loader's workers). `--decode-bound` decodes the dataset's stored frames on one core with
-libjpeg-turbo (FFCV's `imdecode`, as its pipeline does) and reports the loader's samples/s as a
-fraction of cores x that rate / K: no CPU JPEG pipeline can beat that.
+libjpeg-turbo (FFCV's `imdecode`, as its pipeline does; frames per CPU-second of that thread) and
+reports the loader's samples/s as a fraction of cores x that rate / K (no CPU JPEG pipeline can
+beat that), and its samples per CPU-second as a fraction of that rate / K (the same comparison,
+steadier on a shared machine).
+
+`--host-only` (dali, ffcv) times the pipeline with the JPEG work taken out, host stage: for DALI
+the GPU graph's host side (the batch source: order, the contract's parameters, the JPEG slices
+read from the shards, PCM and tokens; DALI's executor) with the decode and warp removed (on a GPU
+they run on the device); for FFCV its pipeline with the decode and resize skipped. The figure to
+read is CPU microseconds per sample and samples per CPU-second (= per core).
 """
 
 from __future__ import annotations
@@ -20,15 +28,16 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
+import torch
 
-from pipelines import PIPELINE_FORMAT
-from pipelines.contract import LoaderSpec
+from pipelines.registry import PIPELINE_FORMAT, pipeline_entry
+from pipelines.spec import LoaderSpec
 from preprocess.schema import VIDEO, DatasetInfo, ffcv_file, load_dataset_info
 
 
@@ -49,6 +58,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-os-cache", action="store_true", help="FFCV: process page cache")
     parser.add_argument("--no-verify", action="store_true", help="skip sha256 checks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--host-only",
+        action="store_true",
+        help="dali, ffcv: the pipeline's host work without JPEG decode and resize (implies "
+        "--stage host)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="dali: also time the graph cut before the decode and before the warp (CPU per "
+        "sample of each step)",
+    )
+    parser.add_argument(
+        "--hw-decoder-load",
+        type=float,
+        default=None,
+        help="dali on cuda: nvJPEG hardware decoder's share of the JPEG data (DALI's default "
+        "0.65); the rest is Huffman-decoded on host threads",
+    )
     parser.add_argument("--decode-bound", action="store_true")
     parser.add_argument("--decode-seconds", type=float, default=3.0, help="decode-bound timing")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -140,17 +168,19 @@ def stored_frames(
 
 
 def decode_rate(frames: list[tuple[np.ndarray, int, int]], seconds: float) -> float:
-    """Frames per second one core decodes (libjpeg-turbo via FFCV's imdecode, as its pipeline)."""
+    """Frames one core decodes per CPU-second (libjpeg-turbo via FFCV's imdecode, as its
+    pipeline), for `seconds` of wall time: CPU time of this thread, so a shared machine's load
+    does not lower it."""
     from ffcv.libffcv import imdecode
 
     buffer = np.empty(max(h * w * 3 for _, h, w in frames), np.uint8)
-    done, start = 0, time.perf_counter()
+    done, start, cpu = 0, time.perf_counter(), time.thread_time()
     while time.perf_counter() - start < seconds:
         for jpeg, h, w in frames:
             if imdecode(jpeg, buffer, h, w, h, w, 0, 0, 1, 1, False, False) != 0:
                 raise ValueError("a stored frame does not decode")
             done += 1
-    return done / (time.perf_counter() - start)
+    return done / max(time.thread_time() - cpu, 1e-9)
 
 
 def decode_bound(
@@ -180,9 +210,50 @@ def stored_mb_per_sample(info: DatasetInfo, pipeline: str, split: str) -> float:
     return total / max(1, info.splits[split].samples) / 1e6
 
 
-def run(args: argparse.Namespace) -> int:
+def build(spec: LoaderSpec, info: DatasetInfo, args: argparse.Namespace) -> Any:
+    """The loader the bench times: `build_loader`'s, or the pipeline's host-only variant, or
+    DALI's with a hardware decoder share."""
     from pipelines import build_loader
 
+    options: dict[str, Any] = {}
+    if args.host_only:
+        options["host_only"] = True
+    if args.hw_decoder_load is not None:
+        options["hw_decoder_load"] = args.hw_decoder_load
+    if not options:
+        return build_loader(spec, info)
+    threads = torch.get_num_threads()
+    try:
+        return pipeline_entry(spec.pipeline).loader_class()(spec, info, **options)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def dali_profile(spec: LoaderSpec, info: DatasetInfo, warmup: int, batches: int) -> dict:
+    """CPU microseconds per sample of the DALI graph's steps, from the graph cut before the
+    decode, cut before the warp, and whole (host stage): each step's cost is a difference."""
+    from pipelines.dali import DaliLoader
+
+    host = replace(spec, finish=False)
+    us = {}
+    for cut in ("decode", "warp", ""):
+        timing = time_loader(DaliLoader(host, info, cut=cut), warmup, batches)
+        us[cut or "whole"] = 1e6 * timing.cpu_s / max(timing.samples, 1)
+    return {
+        "source_us": us["decode"],
+        "decode_us": us["warp"] - us["decode"],
+        "warp_us": us["whole"] - us["warp"],
+        "whole_us": us["whole"],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.profile and args.pipeline != "dali":
+        raise ValueError("--profile: only the dali graph is cut in steps")
+    if args.host_only and args.pipeline not in ("dali", "ffcv"):
+        raise ValueError(f"--host-only: {args.pipeline} has no decode-free variant (dali, ffcv)")
+    if args.hw_decoder_load is not None and args.pipeline != "dali":
+        raise ValueError("--hw-decoder-load: only the dali pipeline decodes with nvJPEG")
     info = load_dataset_info(args.data)
     if args.split not in info.splits:
         raise ValueError(f"--split {args.split!r}: {args.data} has {sorted(info.splits)}")
@@ -199,12 +270,12 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         order=args.order,
         os_cache=not args.no_os_cache,
-        finish=args.stage == "device",
+        finish=args.stage == "device" and not args.host_only,
         verify=not args.no_verify,
     )
     load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
-    loader = build_loader(spec)
+    loader = build(spec, info, args)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     timing = time_loader(loader, args.warmup, args.batches)
@@ -215,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "split": args.split,
         "mode": "eval" if args.eval else "train",
-        "stage": args.stage,
+        "stage": "host-only" if args.host_only else args.stage,
         "device": spec.device,
         "batch_size": args.batch_size,
         "workers": args.workers,
@@ -229,17 +300,23 @@ def run(args: argparse.Namespace) -> int:
         "p50_batch_s": float(np.percentile(timing.latencies_s, 50)),
         "p95_batch_s": float(np.percentile(timing.latencies_s, 95)),
         "cpu_cores_used": timing.cpu_s / timing.wall_s,
+        "hw_decoder_load": args.hw_decoder_load,
         "samples_per_cpu_s": timing.samples / max(timing.cpu_s, 1e-9),
+        "cpu_us_per_sample": 1e6 * timing.cpu_s / max(timing.samples, 1),
         "cpu_count": len(os.sched_getaffinity(0)),
         "build_s": build_s,
         "warmup_s": total_s - timing.wall_s,
         "loadavg_1m_before": load_start,
         "loadavg_1m_after": os.getloadavg()[0],
     }
+    if args.profile:
+        figures["profile_us_per_sample"] = dali_profile(spec, info, args.warmup, args.batches)
     if args.decode_bound:
         bound = decode_bound(args.data, info, args.split, args.frames, args.decode_seconds)
         figures["decode_bound"] = bound
         figures["fraction_of_decode_bound"] = rate / bound["bound_samples_per_s"]
+        per_core = bound["frames_per_s_per_core"] / args.frames  # samples per CPU-s, decode only
+        figures["fraction_of_decode_bound_per_cpu_s"] = figures["samples_per_cpu_s"] / per_core
     print(format_table(figures))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +333,7 @@ def format_table(f: dict[str, Any]) -> str:
         ("batch p95", f"{f['p95_batch_s'] * 1e3:,.1f} ms"),
         ("CPU", f"{f['cpu_cores_used']:.2f} cores of {f['cpu_count']}"),
         ("samples per CPU-s", f"{f['samples_per_cpu_s']:,.0f}"),
+        ("CPU per sample", f"{f['cpu_us_per_sample']:,.0f} us"),
         ("build / warm-up", f"{f['build_s']:.1f} s / {f['warmup_s']:.1f} s"),
         ("load average", f"{f['loadavg_1m_before']:.2f} -> {f['loadavg_1m_after']:.2f}"),
     ]
@@ -270,6 +348,22 @@ def format_table(f: dict[str, Any]) -> str:
             )
         )
         rows.append(("of the bound", f"{100 * f['fraction_of_decode_bound']:.0f}%"))
+        rows.append(
+            (
+                "per CPU-s, of the bound",
+                f"{100 * f['fraction_of_decode_bound_per_cpu_s']:.0f}% (samples per CPU-s / "
+                "(frames decoded per CPU-s / K))",
+            )
+        )
+    if "profile_us_per_sample" in f:
+        p = f["profile_us_per_sample"]
+        rows.append(
+            (
+                "CPU per sample by step",
+                f"source {p['source_us']:,.0f} us + decode {p['decode_us']:,.0f} us + warp "
+                f"{p['warp_us']:,.0f} us = {p['whole_us']:,.0f} us",
+            )
+        )
     head = (
         f"inforeg-bench loader: {f['pipeline']} on {f['data']} [{f['split']}, {f['mode']}], "
         f"batch {f['batch_size']}, workers {f['workers']}, K={f['frames']} at {f['size']}, "

@@ -1,8 +1,9 @@
 """The DALI loader's view of a split's tar shards: index files, per-sample frame metadata, checks.
 
-`read_shards` parses the index files once per loader (where each member of each sample lies) and
-reads each sample's frame count (from its `offsets` member's size) and frame size (from its first
-JPEG's header), which the contract's crop boxes need. `verify_files` checks the shards against
+`read_shards` parses the index files once per loader (where each member of each sample lies, and
+the order the shards store the samples in) and reads each sample's frame offsets (checked against
+its frame bytes: the batch source slices JPEGs by them) and frame size (from its first JPEG's
+header), which the contract's crop boxes need. `verify_files` checks the shards against
 dataset.json's sha256; `check_sample` is the slow host twin of the graph, run only after DALI
 failed on a batch, to name the damaged sample.
 """
@@ -54,6 +55,13 @@ class ShardSet:
     heights: np.ndarray
     widths: np.ndarray
     """int64 (N,): the stored frames' size (every frame of a clip has its first frame's size)."""
+    sequence: np.ndarray
+    """int64 (N,): the samples in the order DALI's reader walks them (tars, then index lines)."""
+    frame_offsets: np.ndarray
+    """int64 (sum of frame_counts + N,): every sample's `offsets` member, concatenated; sample i's
+    are `frame_offsets[offsets_at[i] : offsets_at[i] + frame_counts[i] + 1]`."""
+    offsets_at: np.ndarray
+    """int64 (N,): where each sample's offsets start in `frame_offsets`."""
 
     @property
     def samples(self) -> int:
@@ -128,6 +136,7 @@ def read_shards(root: Path, info: DatasetInfo, split: str) -> ShardSet:
     tars = tuple(root / rel for rel in split_info.dali)
     indexes = tuple(root / dali_index(rel) for rel in split_info.dali)
     shard = np.full(n, -1, dtype=np.int64)
+    sequence: list[int] = []
     members = {ext: np.zeros((n, 2), dtype=np.int64) for ext in exts}
     for s, (tar, idx) in enumerate(zip(tars, indexes, strict=True)):
         if not tar.is_file():
@@ -148,30 +157,24 @@ def read_shards(root: Path, info: DatasetInfo, split: str) -> ShardSet:
                     raise ValueError(f"{idx}: sample {key}.{ext} ends past the end of {tar}")
                 members[ext][index] = (offset, length)
             shard[index] = s
+            sequence.append(index)
     if (shard < 0).any():
         raise ValueError(
             f"{root}: split {split!r}: sample {int(np.argmin(shard))} is in no shard "
             f"(dataset.json says {n} samples)"
         )
     counts, heights, widths = (np.zeros(n, dtype=np.int64) for _ in range(3))
+    frame_offsets, offsets_at = np.zeros(0, dtype=np.int64), np.zeros(n, dtype=np.int64)
     if VIDEO in info.modalities:
         counts = members[OFFSETS][:, 1] // 4 - 1
-        for s, tar in enumerate(tars):
-            with tar.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                for sample in np.flatnonzero(shard == s).tolist():
-                    at, nbytes = members[FRAMES][sample].tolist()
-                    head = memoryview(view)[at : at + min(nbytes, 1 << 16)]
-                    try:
-                        heights[sample], widths[sample] = jpeg_size(head)
-                    except ValueError as e:
-                        raise DaliDataError(
-                            f"{tar}: sample {dali_key(sample)}: first frame: {e}"
-                        ) from e
-                    finally:
-                        head.release()
         if counts.min() < 1:
             bad = int(np.argmin(counts))
             raise DaliDataError(f"{tars[shard[bad]]}: sample {dali_key(bad)} stores no frames")
+        offsets_at[1:] = np.cumsum(counts + 1)[:-1]
+        frame_offsets = np.zeros(int((counts + 1).sum()), dtype=np.int64)
+        for s, tar in enumerate(tars):
+            frame_header(tar, np.flatnonzero(shard == s), members, heights, widths)
+            read_offsets(tar, np.flatnonzero(shard == s), members, frame_offsets, offsets_at)
     return ShardSet(
         tars=tars,
         indexes=indexes,
@@ -180,7 +183,52 @@ def read_shards(root: Path, info: DatasetInfo, split: str) -> ShardSet:
         frame_counts=counts,
         heights=heights,
         widths=widths,
+        sequence=np.asarray(sequence, dtype=np.int64),
+        frame_offsets=frame_offsets,
+        offsets_at=offsets_at,
     )
+
+
+def frame_header(
+    tar: Path,
+    samples: np.ndarray,
+    members: dict[str, np.ndarray],
+    heights: np.ndarray,
+    widths: np.ndarray,
+) -> None:
+    """Fill `heights`, `widths` of `samples` (all in `tar`) from each one's first JPEG header."""
+    with tar.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        for sample in samples.tolist():
+            at, nbytes = members[FRAMES][sample].tolist()
+            head = memoryview(view)[at : at + min(nbytes, 1 << 16)]
+            try:
+                heights[sample], widths[sample] = jpeg_size(head)
+            except ValueError as e:
+                raise DaliDataError(f"{tar}: sample {dali_key(sample)}: first frame: {e}") from e
+            finally:
+                head.release()
+
+
+def read_offsets(
+    tar: Path,
+    samples: np.ndarray,
+    members: dict[str, np.ndarray],
+    frame_offsets: np.ndarray,
+    offsets_at: np.ndarray,
+) -> None:
+    """Copy each sample's `offsets` member into `frame_offsets`; DaliDataError naming a sample
+    whose offsets do not cut its frame bytes (the loader slices JPEGs by them on the host)."""
+    with tar.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        for sample in samples.tolist():
+            at, nbytes = members[OFFSETS][sample].tolist()
+            offsets = np.frombuffer(view, dtype="<i4", count=nbytes // 4, offset=at).copy()
+            size = int(members[FRAMES][sample][1])
+            if offsets[0] != 0 or offsets[-1] != size or (np.diff(offsets) <= 0).any():
+                raise DaliDataError(
+                    f"{tar}: sample {dali_key(sample)}: its `offsets` {offsets.tolist()} do not "
+                    f"cut its {size} frame bytes"
+                )
+            frame_offsets[offsets_at[sample] : offsets_at[sample] + offsets.size] = offsets
 
 
 def verify_files(root: Path, info: DatasetInfo, paths: Sequence[Path]) -> None:

@@ -62,7 +62,6 @@ from preprocess.schema import (
     VIDEO,
     DatasetInfo,
     file_digest,
-    load_dataset_info,
 )
 
 _FAILED = object()  # queue sentinel: the loader thread raised (the exception is on the iterator)
@@ -201,7 +200,9 @@ def _keep_torch_threads(fn: Any, *args: Any, **kwargs: Any) -> Any:
 class FFCVLoader(CursorLoader):
     """`contract.Loader` over `DIR/ffcv/<split>.beton`."""
 
-    def __init__(self, spec: LoaderSpec, info: DatasetInfo):
+    def __init__(self, spec: LoaderSpec, info: DatasetInfo, *, host_only: bool = False):
+        """`host_only`: a benchmark's pipeline without JPEG decode and resize (the frames of its
+        batches are left unwritten); everything else as the loader's."""
         self.spec, self.info = spec, info
         split = info.splits.get(spec.split)
         if split is None or split.samples == 0:
@@ -227,7 +228,8 @@ class FFCVLoader(CursorLoader):
         pipelines: dict[str, PipelineSpec] = {}
         for name in info.modalities:
             if name == VIDEO:
-                pipelines[name] = PipelineSpec(name, decoder=KFramesDecoder(spec.size, spec.frames))
+                decoder = KFramesDecoder(spec.size, spec.frames, decode=not host_only)
+                pipelines[name] = PipelineSpec(name, decoder=decoder)
             elif name in (AUDIO, TEXT):
                 pipelines[name] = PipelineSpec(name, decoder=NDArrayDecoder())
         for name in (LABEL, INDEX):
@@ -325,7 +327,3 @@ class FFCVLoader(CursorLoader):
                 # Taking the next batch lets FFCV's thread refill this one's buffers: the
                 # host -> device copies from them must be done first (a host sync).
                 copied.synchronize()
-
-
-def build(spec: LoaderSpec) -> FFCVLoader:
-    return FFCVLoader(spec, load_dataset_info(spec.data_dir))

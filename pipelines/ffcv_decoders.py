@@ -127,11 +127,13 @@ class KFramesDecoder(Operation):
     """uint8 (B, K, size, size, 3): the contract's K frames per sample, cropped, resized, flipped.
 
     Needs the per-epoch metadata of `epoch_metadata` (the loader in `pipelines.ffcv` passes it).
+    `decode=False` (a benchmark of the pipeline's other work) checks each slot's bytes but neither
+    decodes nor resizes: the frames are left as they were.
     """
 
-    def __init__(self, size: int, k: int):
+    def __init__(self, size: int, k: int, *, decode: bool = True):
         super().__init__()
-        self.size, self.k = size, k
+        self.size, self.k, self.decode = size, k, decode
 
     def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
         max_h, max_w = int(self.metadata["height"].max()), int(self.metadata["width"].max())
@@ -152,7 +154,7 @@ class KFramesDecoder(Operation):
         copy_flipped = Compiler.compile(_copy_flipped)
         my_range = Compiler.get_iterator()
         max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set at import
-        k, size = self.k, self.size
+        k, size, decode_frames = self.k, self.size, self.decode
         ok, bad_layout, bad_jpeg = STATUS_OK, STATUS_LAYOUT, STATUS_JPEG
 
         def decode(batch_indices, my_storage, metadata, storage_state):
@@ -183,6 +185,8 @@ class KFramesDecoder(Operation):
                     if f < 0 or f >= count or end <= start or end > data.shape[0]:
                         status = bad_layout
                         break
+                    if not decode_frames:
+                        continue
                     code = imdecode_c(
                         data[start:end], frame, height, width, height, width, 0, 0, 1, 1,
                         False, False,

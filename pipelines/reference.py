@@ -26,6 +26,7 @@ from typing import Any
 import av
 import numpy as np
 import torch
+from einops import reduce
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -54,7 +55,6 @@ from preprocess.schema import (
     VIDEO,
     DatasetInfo,
     frames_index,
-    load_dataset_info,
 )
 
 FRAMES_DIR = "frames"
@@ -97,8 +97,9 @@ def read_wav(data: bytes, name: str) -> tuple[np.ndarray, int]:
         raise ValueError(f"{name}: not a readable wav: {e}") from e
     if pcm.size == 0:
         raise ValueError(f"{name}: no audio samples")
-    samples = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm
-    return samples.astype(np.float32) / AUDIO_SCALE, rate
+    if channels > 1:  # interleaved channels, averaged (float64, as numpy averages int16)
+        pcm = reduce(pcm.astype(np.float64), "(n c) -> n", "mean", c=channels)
+    return pcm.astype(np.float32) / AUDIO_SCALE, rate
 
 
 def crop_resize(img: Image.Image, box: tuple[int, ...], size: int, flip: bool) -> np.ndarray:
@@ -290,7 +291,3 @@ class ReferenceLoader(CursorLoader):
                 batch[TEXT_MASK] = batch[TEXT] != PAD_ID
             self.cursor.batches += 1
             yield batch
-
-
-def build(spec: LoaderSpec) -> ReferenceLoader:
-    return ReferenceLoader(spec, load_dataset_info(spec.data_dir))
