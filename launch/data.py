@@ -77,7 +77,7 @@ def build_data(cfg: DataConfig, dataset: Dataset, dist: DistInfo, seed: int) -> 
 
     def loader(split: str, train: bool) -> Loader:
         spec = cfg.loader_spec(split, train, seed, dist.rank, dist.world_size, dist.device)
-        return build_loader(spec)
+        return build_loader(spec, dataset.info)  # dataset.json as read by check_dataset
 
     try:
         train = loader(cfg.train_split, True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.bench import main as bench_main
+from bench.cli import main as bench_main
 
 BASE = ["--batch-size", "4", "--workers", "1", "--batches", "10", "--warmup", "1", "--size", "64"]
 
