@@ -2,7 +2,7 @@
 
     inforeg-bench regulator                            # two ResNet-18 encoders (the paper's)
     inforeg-bench regulator --params 20000000 --modalities 3 --impl flat
-    inforeg-bench regulator --device cuda --impl flat  # the Triton kernel (scripts/gpu_check.sh)
+    inforeg-bench regulator --device cuda --impl flat  # the Triton kernel, wall clock
 
 For each implementation: milliseconds per call and effective GB/s, i.e. the bytes the update
 must move (InfoReg: read g, w, anchor, write g = 16 bytes per fp32 element; OGM-GE: read and
@@ -14,6 +14,10 @@ accumulators for every Conv/Linear weight, its per-parameter squared norms with 
 each) and, on the ResNet-18 model, a forward + backward + SGD step of the audio-video model, so
 that the regulator's share of a training step is printed. InfoReg's alpha is forced non-zero
 for every modality (the worst case: every modality regulated).
+
+On CUDA the calls are timed on the wall clock in batches between syncs, which includes their
+launch overhead; the GPU check (`bench.gpu_kernel`, `scripts/gpu_check.sh`) times the Triton
+pass with `triton.testing.do_bench` over one large call instead.
 """
 
 from __future__ import annotations
