@@ -1,1 +1,1 @@
-"""Entry points: the DeepSpeed trainer (`launch/train.py`) and the `inforeg-bench` profiler."""
+"""The trainer: `launch/train.py` under the `deepspeed` launcher, its loop, records and checkpoints."""
