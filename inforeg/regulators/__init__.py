@@ -1,4 +1,5 @@
-"""Regulators: joint, OGM-GE and InfoReg as thin event-driven wrappers (see `Event`).
+"""Regulators: joint, OGM / OGM-GE, InfoReg and the paper's other comparison methods as thin
+event-driven wrappers (see `Event`; docs/methods.md).
 
 The registry (`REGULATORS`, filled below) is the one list of method names.
 
@@ -22,13 +23,14 @@ from inforeg.kernels import GradientView
 from inforeg.regulators.base import Event, Regulator, all_reduce_sum_
 from inforeg.regulators.inforeg import InfoRegRegulator
 from inforeg.regulators.joint import JointRegulator
-from inforeg.regulators.ogm_ge import OGMGERegulator
+from inforeg.regulators.ogm import OGMGERegulator, OGMRegulator
 from inforeg.regulators.registry import REGULATORS, register, regulator_class, unregister
 
 if TYPE_CHECKING:
     from inforeg.config import RegulatorConfig
 
 register(JointRegulator)
+register(OGMRegulator)
 register(OGMGERegulator)
 register(InfoRegRegulator)
 
@@ -38,6 +40,7 @@ __all__ = [
     "InfoRegRegulator",
     "JointRegulator",
     "OGMGERegulator",
+    "OGMRegulator",
     "Regulator",
     "all_reduce_sum_",
     "build_regulator",

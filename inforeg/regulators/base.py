@@ -8,7 +8,7 @@ the state that decision needs (anchors, trace history, epoch) in `state_dict()`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -63,6 +63,20 @@ def all_reduce_sum_(t: Tensor, group: Any = None) -> Tensor:
     return t
 
 
+def schedule_allows(schedule: str, window_open: bool) -> bool:
+    """Whether `schedule` lets a method modulate a modality whose window is `window_open`."""
+    if schedule == "always":
+        return True
+    return window_open if schedule == "window" else not window_open
+
+
+def schedule_mask(schedule: str, window: Tensor) -> Tensor:
+    """(M,) bool: `schedule_allows` per modality, on device."""
+    if schedule == "always":
+        return torch.ones_like(window, dtype=torch.bool)
+    return window.clone() if schedule == "window" else ~window
+
+
 def _count(n: int) -> str:
     return {1: "one", 2: "two", 3: "three", 4: "four"}.get(n, str(n))
 
@@ -77,11 +91,49 @@ class Regulator:
     """The fewest modalities the method is defined for."""
     max_modalities: ClassVar[int | None] = None
     """The most (None: any number)."""
+    variants: ClassVar[tuple[str, ...]] = ("paper", "official")
+    """The values ``regulator.variant`` may take for this method."""
+    default_variant: ClassVar[str] = "paper"
+    """``variant: null`` resolves to this."""
+    variant_sets_window: ClassVar[bool] = False
+    """The variant also selects the information trace and window test recorded (joint and
+    inforeg, whose variant is InfoReg's); else they are the paper's per-modality ones."""
+    default_schedule: ClassVar[str] = "always"
+    """``schedule: null`` resolves to this (InfoReg: window)."""
+    fixed_score: ClassVar[str | None] = None
+    """The score kind the method is defined on (None: ``regulator.score`` / the variant's)."""
 
     @classmethod
     def check_config(cls, cfg: RegulatorConfig) -> None:
         """The method's own checks of `cfg` (ValueError naming the field); called when the
         config is built and again when the regulator is."""
+        if cls.fixed_score is not None and cfg.score not in (None, cls.fixed_score):
+            raise ValueError(f"regulator.score: {cls.name} is defined on {cls.fixed_score} scores")
+
+    @classmethod
+    def audit_step(
+        cls,
+        record: Mapping[str, Any],
+        modalities: Sequence[str],
+        cfg: RegulatorConfig,
+        window: Mapping[str, bool] | None,
+    ) -> list[str]:
+        """The disagreements of one logged step record with the method's decision recomputed
+        from the record's own logged inputs (empty: none). `window` is the window test used in
+        the record's epoch (None when unknown). The base checks only that no modality was
+        regulated where the schedule forbids it."""
+        if window is None:
+            return []
+        out = []
+        for m in modalities:
+            if float(record[f"regulated.{m}"]) and not schedule_allows(
+                cfg.resolved_schedule, window[m]
+            ):
+                out.append(
+                    f"step {record['step']}: regulated.{m} is set but schedule "
+                    f"{cfg.resolved_schedule} forbids it (window={window[m]})"
+                )
+        return out
 
     @classmethod
     def check_modalities(cls, modalities: Sequence[str]) -> None:
@@ -124,7 +176,7 @@ class Regulator:
         self.partial = views[0].partial
         self.rank = dist.get_rank(process_group) if dist.is_initialized() else 0
         self.device = views[0].device
-        self.stat = "official" if cfg.variant == "official" else "paper"
+        self.stat = cfg.resolved_window  # the information trace's form
         m = groups.num_modalities
         # state (state_dict)
         self.epoch: int | None = None  # the epoch started and not yet ended
@@ -170,10 +222,27 @@ class Regulator:
         packed = all_reduce_sum_(torch.cat([sums, count]), self.group)  # the global batch
         scores = Fn.scores_from_sums(packed[:-1], packed[-1], kind).float()
         self._scores = scores
+        return self._objective(output, labels, uni, scores, joint)
+
+    def _objective(
+        self,
+        output: ModelOutput,
+        labels: Tensor,
+        uni: dict[str, Tensor],
+        scores: Tensor,
+        joint: Tensor,
+    ) -> Tensor:
+        """Decide from `scores` and return the loss: the joint CE, plus the unimodal CEs with
+        ``unimodal_loss``. Methods that change the loss (PMR, G-Blending, MMPareto) override it."""
         self._decide(scores)
         if self.cfg.unimodal_loss:
             joint = joint + sum(F.cross_entropy(z, labels) for z in uni.values())
         return joint
+
+    def allowed(self) -> Tensor:
+        """(M,) bool: where the schedule lets the method modulate, given this epoch's window."""
+        window = self._window
+        return schedule_mask(self.cfg.resolved_schedule, window)
 
     def on_gradients(self) -> None:
         """The fused pass over every view, after backward and before the optimizer step."""
@@ -230,7 +299,7 @@ class Regulator:
     def state_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "variant": self.cfg.variant,
+            "variant": self.cfg.resolved_variant,
             "modalities": list(self.modalities),
             "epoch": self.epoch,
             "history": {m: list(h) for m, h in self.history.items()},
@@ -239,12 +308,13 @@ class Regulator:
             "steps_in_epoch": self.steps_in_epoch,
             "step": self.step,
             "anchors": [view.anchor_state() for view in self.views],
+            "method": self._method_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, mine in (
             ("name", self.name),
-            ("variant", self.cfg.variant),
+            ("variant", self.cfg.resolved_variant),
             ("modalities", list(self.modalities)),
         ):
             if state.get(key) != mine:
@@ -264,8 +334,16 @@ class Regulator:
             view.load_anchor_state(anchors)
         if self.windows:
             self._window = torch.tensor(self.windows[-1], dtype=torch.bool, device=self.device)
+        self._load_method_state(state.get("method", {}))
         self._scores = None
         self._metrics = {}
+
+    def _method_state(self) -> dict[str, Any]:
+        """The method's own state (prototypes, running scores, weights), cloned."""
+        return {}
+
+    def _load_method_state(self, state: dict[str, Any]) -> None:
+        """Restore what `_method_state` returned."""
 
     # ----- what subclasses define ----------------------------------------------------------
     def _window_test(self, epoch: int) -> list[bool]:
@@ -273,7 +351,7 @@ class Regulator:
         by InfoReg): paper, Eq. 11 on each modality's own trace; official, one test on the first
         modality's trace (the code's audio) for all."""
         k = self.cfg.resolved_threshold
-        if self.cfg.variant == "official":
+        if self.stat == "official":
             lead = self.history[self.modalities[0]]
             is_open = Fn.official_window_open(lead, epoch, k, self.cfg.official_span)
             return [is_open] * len(self.modalities)

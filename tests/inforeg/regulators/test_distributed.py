@@ -25,8 +25,8 @@ EPOCHS, STEPS = 3, 2
 CONFIGS = {
     "inforeg": RegulatorConfig(schedule="always", unimodal_loss=True),
     "inforeg_window": RegulatorConfig(threshold=-1.0),  # opens at epoch 2 from the traces
-    "ogm": RegulatorConfig(name="ogm_ge", ge=False),
-    "ogm_ge": RegulatorConfig(name="ogm_ge", ge=True),
+    "ogm": RegulatorConfig(name="ogm"),
+    "ogm_ge": RegulatorConfig(name="ogm_ge"),
 }
 
 

@@ -13,7 +13,7 @@ from tests.inforeg.regulators.loop import checkpoint, make_run, train
 
 CONFIGS = {
     "joint": RegulatorConfig(name="joint"),
-    "ogm_ge": RegulatorConfig(name="ogm_ge", ge=True),
+    "ogm_ge": RegulatorConfig(name="ogm_ge"),
     "inforeg": RegulatorConfig(schedule="always"),
     "inforeg_star_window": RegulatorConfig(unimodal_loss=True, threshold=-1.0),
     "inforeg_official_foreach": RegulatorConfig(variant="official", impl="foreach"),
