@@ -131,7 +131,9 @@ def build_session(
                 buffer.data = buffer.data.to(dtype)
     groups = ModalityGroups.from_model(model)
     gradients = ZeroGradients.of(engine, model, groups)
-    regulator: Regulator = build_regulator(cfg.regulator, groups, gradients.views, model.head)
+    regulator: Regulator = build_regulator(
+        cfg.regulator, groups, gradients.views, model.head, encoders=model.encoders
+    )
     flops = count_flops(cfg, data)
     peak = peak_tflops(dist_info.device, dtype, cfg.run.peak_tflops)
     trainer = Trainer(

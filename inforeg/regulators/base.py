@@ -41,6 +41,8 @@ class Event(enum.Enum):
                 optimizer.step()
             metrics = regulator.on_epoch_end(epoch)  # EPOCH_END: traces all-reduced, one host
                                                      #   sync, appended to the history
+            for batch in eval_loader:                #   then the evaluation, no gradients:
+                regulator.on_eval_batch(model(batch), labels)  # EVAL (G-Blending's V)
         checkpoint = regulator.state_dict()          # SAVE / LOAD: anchors, history, epoch,
         regulator.load_state_dict(checkpoint)        #   accumulators; resumes bit-identically
 
@@ -52,6 +54,7 @@ class Event(enum.Enum):
     LOSS = "loss"
     GRADIENTS = "on_gradients"
     EPOCH_END = "on_epoch_end"
+    EVAL = "on_eval_batch"
     SAVE = "state_dict"
     LOAD = "load_state_dict"
 
@@ -87,6 +90,8 @@ class Regulator:
     name: ClassVar[str] = "base"
     """The registry name (`regulator.name`)."""
     needs_anchor = False
+    needs_encoders: ClassVar[bool] = False
+    """The method runs forwards of its own on the encoders (``encoders=`` at build)."""
     min_modalities: ClassVar[int] = 1
     """The fewest modalities the method is defined for."""
     max_modalities: ClassVar[int | None] = None
@@ -158,6 +163,7 @@ class Regulator:
         head: nn.Linear,
         *,
         process_group: Any = None,
+        encoders: Mapping[str, nn.Module] | nn.ModuleDict | None = None,
     ):
         views = [gradients] if isinstance(gradients, GradientView) else list(gradients)
         if not views:
@@ -172,6 +178,7 @@ class Regulator:
         self.views = views
         self.head = head
         self.group = process_group
+        self.encoder_modules = None if encoders is None else dict(encoders.items())
         self.modalities = groups.modalities
         self.partial = views[0].partial
         self.rank = dist.get_rank(process_group) if dist.is_initialized() else 0
@@ -255,6 +262,10 @@ class Regulator:
         self.steps_in_epoch += 1
         self.step += 1
         self._scores = None  # one pass per decision
+
+    def on_eval_batch(self, output: ModelOutput, labels: Tensor) -> None:
+        """One batch of the trainer's end-of-epoch evaluation (no gradients); G-Blending reads
+        its losses, the other methods ignore it."""
 
     def on_epoch_end(self, epoch: int) -> dict[str, Any]:
         """Close the epoch: traces reduced across ranks (one host sync); its epoch metrics."""
