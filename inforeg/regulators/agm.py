@@ -9,9 +9,8 @@ modulation epochs (and where the schedule allows m) every gradient of encoder m 
 ``k_m`` after the one backward (the authors scale through backward hooks on the mono outputs;
 docs/methods.md says what differs). The running means and the step count are checkpointed.
 
-The inputs are captured by forward pre-hooks on the encoders (the regulator needs
-``build_regulator(..., encoders=model.encoders)``); the hooks keep a reference to the step's
-input, no copy.
+The inputs are captured by forward pre-hooks on the encoders (`inforeg.regulators.capture`; the
+regulator needs ``build_regulator(..., encoders=model.encoders)``), a reference, no copy.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from inforeg import functional as Fn
 from inforeg.functional.agm import (
@@ -34,6 +33,7 @@ from inforeg.functional.agm import (
 from inforeg.kernels import GradientUpdate
 from inforeg.model import ModelOutput
 from inforeg.regulators.base import Regulator, all_reduce_sum_, schedule_allows
+from inforeg.regulators.capture import InputCapture
 
 if TYPE_CHECKING:
     from inforeg.config import RegulatorConfig
@@ -48,46 +48,24 @@ class AGMRegulator(Regulator):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        encoders = self.encoder_modules
-        if encoders is None or set(encoders) != set(self.modalities):
-            raise ValueError(
-                "regulator.name: agm runs its masked forwards on the encoders: build it with "
-                "build_regulator(..., encoders=model.encoders)"
-            )
-        self.encoders = {m: encoders[m] for m in self.modalities}
+        self.capture = InputCapture(self.encoder_modules, self.modalities, self.name)
         self.running = torch.zeros(len(self.modalities), dtype=torch.float64, device=self.device)
         self.matrix = shapley_matrix(len(self.modalities)).to(self.device)
-        self._inputs: dict[str, Tensor] = {}
-        self._capturing = True
         self._scale: Tensor | None = None
-        for m, enc in self.encoders.items():
-            enc.register_forward_pre_hook(self._hook(m))
-
-    def _hook(self, modality: str) -> Any:
-        def capture(module: nn.Module, args: tuple[Any, ...]) -> None:
-            if self._capturing and args and isinstance(args[0], Tensor):
-                self._inputs[modality] = args[0]
-
-        return capture
 
     @torch.no_grad()
     def _masked_features(self) -> tuple[list[Tensor], list[Tensor]]:
         """Eval-mode features of the step's inputs and of one zeroed sample, per encoder."""
-        missing = [m for m in self.modalities if m not in self._inputs]
-        if missing:
-            raise ValueError(f"agm: no input captured for {missing} (loss() before a forward?)")
+        inputs = self.capture.taken()
         real, zero = [], []
-        self._capturing = False
-        try:
-            for m, enc in self.encoders.items():
+        with self.capture.own_forwards():
+            for m, enc in self.capture.encoders.items():
                 was_training = enc.training
                 enc.eval()
-                x = self._inputs[m]
+                x = inputs[m]
                 real.append(enc(x).float())
                 zero.append(enc(torch.zeros_like(x[:1])).float()[0])
                 enc.train(was_training)
-        finally:
-            self._capturing = True
         return real, zero
 
     def _decide(self, scores: Tensor) -> None:
@@ -120,7 +98,6 @@ class AGMRegulator(Regulator):
         for i, mod in enumerate(self.modalities):
             self._metrics[f"running.{mod}"] = before[i]
             self._metrics[f"coeff.{mod}"] = self._scale[i]
-        self._inputs = {}
         if cfg.unimodal_loss:
             joint = joint + sum(torch.nn.functional.cross_entropy(z, labels) for z in uni.values())
         return joint

@@ -4,10 +4,16 @@ when they agree, then scaled by gamma (more where the summed gradient is longer)
 
 The loss is ``L_mm + sum_m L_m`` (one engine backward gives ``g = g_mm + g_u`` per encoder).
 Before it, inside `loss()`, ``torch.autograd.grad(sum_m L_m, encoder parameters)`` gives
-``g_u`` without touching ``.grad`` (so none of DeepSpeed's reduction hooks fire); it is averaged
-across ranks with one all-reduce of a parameter-ordered fp32 buffer and read through each view's
-plan (`inforeg.kernels.pairs`), so a ZeRO 1/2 partition sees its own slice. After the backward:
-per-parameter dots of (g - g_u, g_u), all-reduced when partitioned, per-encoder
+``g_u`` without touching ``.grad`` (so none of DeepSpeed's reduction hooks fire). It cannot
+start from the step's own graph: DeepSpeed hooks the engine's outputs (the features) to open its
+backward, so a gradient through them would run the engine's backward epilogue. The encoders
+therefore run once more on the step's inputs (captured by pre-hooks, `inforeg.regulators.
+capture`; same batch, train mode, so the same batch statistics; the BatchNorm running
+statistics left as they are: the forward updates copies), and ``sum_m L_m`` of those features
+through the head slices is differentiated with respect to the encoder parameters only. ``g_u``
+is averaged across ranks with one all-reduce of a parameter-ordered fp32 buffer and read through
+each view's plan (`inforeg.kernels.pairs`), so a ZeRO 1/2 partition sees its own slice. After
+the backward: per-parameter dots of (g - g_u, g_u), all-reduced when partitioned, per-encoder
 `pareto_weights`, `param_factors`, and the combination written into the gradients. A modality the
 schedule does not allow keeps ``g`` (the Joint* gradient).
 """
@@ -28,6 +34,7 @@ from inforeg.kernels import GradientUpdate
 from inforeg.kernels.pairs import flat_grad, flatten_params, pair_dots, pareto_combine_
 from inforeg.model import ModelOutput
 from inforeg.regulators.base import Regulator, all_reduce_sum_, schedule_allows
+from inforeg.regulators.capture import InputCapture
 
 if TYPE_CHECKING:
     from inforeg.config import RegulatorConfig
@@ -41,7 +48,26 @@ class MMParetoRegulator(Regulator):
     variants = ("official",)
     default_variant = "official"
 
+    needs_encoders = True
+
     _second: Tensor | None = None  # (N,) fp32 rank-averaged unimodal gradient, parameter order
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.capture = InputCapture(self.encoder_modules, self.modalities, self.name)
+
+    def unimodal_gradient(self, labels: Tensor) -> list[Tensor | None]:
+        """d(sum_m CE(z_m))/d(encoder parameters) from a second forward of the encoders on the
+        step's inputs (the same function of the parameters as the step's own forward)."""
+        inputs = self.capture.taken()
+        with torch.enable_grad():
+            features = {m: self.capture.forward_detached_buffers(m, inputs[m]) for m in inputs}
+            uni = Fn.unimodal_logits(features, self.head)
+            loss = sum(F.cross_entropy(z.float(), labels) for z in uni.values())
+            assert isinstance(loss, Tensor)
+            params = self.groups.parameters()
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return list(grads)
 
     def _objective(
         self,
@@ -55,9 +81,7 @@ class MMParetoRegulator(Regulator):
         self._record(scores, Fn.score_gaps(scores), zeros, zeros.bool())
         uni_loss = sum(F.cross_entropy(z, labels) for z in uni.values())
         assert isinstance(uni_loss, Tensor)
-        params = self.groups.parameters()
-        grads = torch.autograd.grad(uni_loss, params, retain_graph=True, allow_unused=True)
-        second = flatten_params(grads, self.groups).to(self.device)
+        second = flatten_params(self.unimodal_gradient(labels), self.groups).to(self.device)
         if dist.is_initialized():
             all_reduce_sum_(second, self.group)
             second /= dist.get_world_size(self.group)  # the engine averages gradients too
