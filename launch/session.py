@@ -145,8 +145,9 @@ def build_session(
         unused = [m for m in data.info.modalities if m not in groups.modalities]
         skipped = f" (the data's {', '.join(unused)} not modelled)" if unused else ""
         modelled = ", ".join(groups.modalities)
+        method = f"{cfg.regulator.name} ({cfg.regulator.resolved_variant})"
         print(
-            f"train: {cfg.regulator.name} ({cfg.regulator.variant}) on {modelled}{skipped} "
+            f"train: {method} on {modelled}{skipped} "
             f"with {cfg.data.pipeline}, {dist_info.world_size} rank(s), ZeRO stage "
             f"{engine.zero_optimization_stage()}, {where}; out {out_dir}",
             flush=True,
