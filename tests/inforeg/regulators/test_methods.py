@@ -160,3 +160,23 @@ def test_pmr_adds_the_weak_modalitys_prototype_loss_from_last_epochs_class_means
     )
     torch.testing.assert_close(loss, expected)
     assert sorted(coef.tolist()) == [0.0, 2.0]
+
+
+def test_gblending_weights_come_from_the_windows_train_and_evaluation_losses():
+    run = make_run(RegulatorConfig(name="gblending", gblending_super_epoch=2))
+    train(run, 2, 3)  # window 0: epochs 0 and 1, each followed by the evaluation
+    reg = run.regulator
+    t_pre, v_pre = reg.t_pre.clone(), reg.v_pre.clone()  # epoch 0's, folded at epoch 1's start
+    t_now, v_now = reg.t_last.clone(), reg.v_sum.clone()  # epoch 1's (one rank: V unreduced)
+    reg.on_epoch_start(2)
+    expected = Fn.gblending.blending_weights(t_pre, t_now, v_pre, v_now).double()
+    torch.testing.assert_close(reg.weights, expected)
+    assert not torch.allclose(reg.weights, torch.full_like(reg.weights, 1 / 3))
+    data = tiny_batch(run.model, 6, seed=9)
+    out = run.model(data)
+    labels = data["label"]
+    uni = Fn.unimodal_logits(out.features, run.model.head)
+    losses = [F.cross_entropy(uni[m], labels) for m in reg.modalities]
+    losses.append(F.cross_entropy(out.logits, labels))
+    blended = sum(w * loss for w, loss in zip(expected.float(), losses, strict=True))
+    torch.testing.assert_close(reg.loss(out, labels), blended)
