@@ -43,17 +43,20 @@ def param_offsets(groups: ModalityGroups) -> list[int]:
 
 
 def flatten_params(grads: Sequence[Tensor | None], groups: ModalityGroups) -> Tensor:
-    """One fp32 (N,) buffer of per-parameter gradients in index order (None: zeros)."""
+    """One fp32 (N,) buffer of per-parameter gradients in index order (None: zeros, on the
+    gradients' device; ``torch.autograd.grad(..., materialize_grads=True)`` gives no None)."""
     if len(grads) != len(groups.params):
         raise ValueError(f"{len(grads)} gradients for {len(groups.params)} parameters")
-    pieces = []
-    for g, info in zip(grads, groups.params, strict=True):
-        if g is None:
-            pieces.append(torch.zeros(info.numel, dtype=torch.float32))
-        else:
-            pieces.append(g.detach().reshape(-1).float())
-    device = next((g.device for g in grads if g is not None), torch.device("cpu"))
-    return torch.cat([p.to(device) for p in pieces])
+    like = next((g for g in grads if g is not None), None)
+    if like is None:
+        raise ValueError("every gradient is None")
+    pieces = [
+        torch.zeros(info.numel, dtype=torch.float32, device=like.device)
+        if g is None
+        else g.detach().reshape(-1)
+        for g, info in zip(grads, groups.params, strict=True)
+    ]
+    return torch.cat(pieces).float()
 
 
 def _build_plan(

@@ -66,7 +66,7 @@ class MMParetoRegulator(Regulator):
             loss = sum(F.cross_entropy(z.float(), labels) for z in uni.values())
             assert isinstance(loss, Tensor)
             params = self.groups.parameters()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            grads = torch.autograd.grad(loss, params, materialize_grads=True)
         return list(grads)
 
     def _objective(
@@ -81,7 +81,7 @@ class MMParetoRegulator(Regulator):
         self._record(scores, Fn.score_gaps(scores), zeros, zeros.bool())
         uni_loss = sum(F.cross_entropy(z, labels) for z in uni.values())
         assert isinstance(uni_loss, Tensor)
-        second = flatten_params(self.unimodal_gradient(labels), self.groups).to(self.device)
+        second = flatten_params(self.unimodal_gradient(labels), self.groups)
         if dist.is_initialized():
             all_reduce_sum_(second, self.group)
             second /= dist.get_world_size(self.group)  # the engine averages gradients too
