@@ -48,6 +48,15 @@ class MMParetoRegulator(Regulator):
     variants = ("official",)
     default_variant = "official"
 
+    @classmethod
+    def check_config(cls, cfg: RegulatorConfig) -> None:
+        super().check_config(cfg)
+        if cfg.unimodal_loss:
+            raise ValueError(
+                "regulator.unimodal_loss: mmpareto always trains on the joint plus the "
+                "unimodal losses (its definition); leave unimodal_loss false"
+            )
+
     needs_encoders = True
 
     _second: Tensor | None = None  # (N,) fp32 rank-averaged unimodal gradient, parameter order
