@@ -2,8 +2,11 @@
 
 One flat, frozen section (`regulator.*` in the YAML), so that every field is a dotted key on the
 command line (`regulator.name=inforeg regulator.variant=official`). Fields that only one method
-reads say so; ``None`` defaults resolve to the variant's value (`RegulatorConfig.resolved_score`,
-`RegulatorConfig.resolved_threshold`), as stated in METHOD.md.
+reads say so. ``None`` defaults resolve per method or per variant: the variant (each method's
+own default, `RegulatorConfig.resolved_variant`), the schedule (`resolved_schedule`), the score
+(`resolved_score`) and the window test's K (`resolved_threshold`), as stated in METHOD.md and
+docs/methods.md. ``schedule: null`` is resolved when the config is built, so a run's config.json
+names the schedule it used.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from inforeg.functional import SCORE_KINDS
 from inforeg.regulators import regulator_class
 
 VARIANTS = ("paper", "official")
-SCHEDULES = ("window", "always", "outside_window")
+SCHEDULES = ("always", "window", "outside")
 IMPLS = ("auto", *kernels.IMPLS)
 
 # Each variant's defaults (METHOD.md): the paper's Eq. 8 / Eq. 11 and the official code's.
@@ -29,26 +32,28 @@ class RegulatorConfig:
     """How the encoders' gradients are regulated (METHOD.md)."""
 
     name: str = "inforeg"
-    """joint (no regulation) | ogm_ge (OGM / OGM-GE, CVPR 2022) | inforeg (InfoReg, CVPR 2025)."""
-    variant: str = "paper"
-    """paper | official. inforeg: scores, alpha, window test and information trace as the paper
-    (Eq. 8-16) or as its official code (METHOD.md); ogm_ge: GE noise on the dominant encoder only
-    (paper) or on every encoder's conv weights (official OGM-GE code). Every regulator records the
-    variant's information trace, so the traces of runs with the same variant compare."""
+    """The method (the registry's names, `inforeg.regulators.REGULATORS`): joint, ogm, ogm_ge,
+    inforeg, pmr, agm, gblending, mmpareto, greedy (docs/methods.md)."""
+    variant: str | None = None
+    """paper | official | None (the method's default, `Regulator.default_variant`). inforeg
+    (default paper): scores, alpha, window test and information trace as the paper (Eq. 8-16) or
+    as its official code (METHOD.md); joint: which of the two traces and window tests it records;
+    ogm_ge (default official): GE noise on every encoder's conv weights (the official code) or on
+    the dominant encoder's only (paper). The other methods have their authors' code form only."""
     unimodal_loss: bool = False
     """Add each modality's cross-entropy (from its head slice, weight 1) to the joint loss:
     inforeg with true is InfoReg*; the official InfoReg code always does this."""
     beta: float = 0.9
     """inforeg paper: alpha_m = exp(beta * tanh(gap_m)) (Eq. 16)."""
     threshold: float | None = None
-    """inforeg: the window test's K; None = the variant's (paper 0.04, official 0.05)."""
+    """The window test's K; None = the variant's (paper 0.04, official 0.05)."""
     score: str | None = None
     """inforeg: the modality score, nll | prob_sum | prob_mean; None = the variant's (paper nll,
-    official prob_sum). ogm_ge always uses prob_sum (its ratio is defined on it)."""
-    schedule: str = "window"
-    """inforeg: when regulation may act: window (in the prime learning window, the method),
-    always (every epoch: paper Table 4's "all of training"), outside_window (only when the window
-    is closed: Table 4's other ablation). Always only where the modality's gap is positive."""
+    official prob_sum). ogm / ogm_ge always use prob_sum (their ratio is defined on it)."""
+    schedule: str | None = None
+    """When a method's modulation of modality m may act, from the prime-window test of m (paper
+    Table 4): always | window (only while m's window is open) | outside (only while it is
+    closed); None = the method's own (inforeg: window; every other method: always)."""
     official_lead_coef: float = 0.95
     """inforeg official: alpha of the first modality in head order (the code's audio) is
     lead_coef * exp(tanh(gap))."""
@@ -59,13 +64,28 @@ class RegulatorConfig:
     """inforeg official: the window test's moving-average span (the code's history is seeded
     with this many zeros)."""
     alpha: float = 0.8
-    """ogm_ge: modulation strength, k = 1 - tanh(alpha * rho) for the dominant modality."""
-    ge: bool = True
-    """ogm_ge: add N(0, std(g) + 1e-8) per conv-weight tensor (OGM-GE); false = plain OGM."""
+    """ogm, ogm_ge: modulation strength, k = 1 - tanh(alpha * rho) for the dominant modality
+    (the authors' CREMA-D 0.8)."""
     modulation_starts: int = 0
-    """ogm_ge: first epoch with modulation (inclusive)."""
+    """ogm, ogm_ge, pmr, agm: first epoch with modulation (inclusive, 0-based)."""
     modulation_ends: int = 50
-    """ogm_ge: last epoch with modulation (inclusive)."""
+    """ogm, ogm_ge: last epoch with modulation (inclusive, 0-based; the authors' 50)."""
+    pmr_alpha: float = 2.0
+    """pmr: the prototype loss weight of the weak modality (the authors' CREMA-D concat 2.0)."""
+    pmr_modulation_ends: int = 70
+    """pmr: last epoch with modulation (inclusive; the authors' CREMA-D 70)."""
+    agm_alpha: float = 1.0
+    """agm: k = exp(alpha * min(optimal - ratio, cap)) (the authors' default 1.0)."""
+    agm_modulation_ends: int = 19
+    """agm: last epoch with modulation (inclusive, 0-based: the code's 1-based epochs 1..20)."""
+    pmr_momentum: float = 0.0
+    """pmr: prototype EMA, new = (1 - m) estimate + m previous (the authors' CREMA-D 0.0)."""
+    agm_cap: float = 10.0
+    """agm: k = exp(alpha * min(optimal - ratio, cap)) (the code's 10)."""
+    gblending_super_epoch: int = 10
+    """gblending: epochs per weight estimate (BalanceBenchmark's super_epoch)."""
+    mmpareto_gamma: float = 1.5
+    """mmpareto: the gradient magnitude factor (the code's 1.5)."""
     impl: str = "auto"
     """The fused gradient pass: reference | foreach | flat | auto (flat when the gradients live
     in one buffer, else foreach). See docs/regulator.md."""
@@ -74,19 +94,22 @@ class RegulatorConfig:
 
     def __post_init__(self) -> None:
         method = regulator_class(self.name)  # the registry is the one list of names
-        _choice("variant", self.variant, VARIANTS)
+        if self.variant is not None:
+            _choice("variant", self.variant, method.variants)
+        if self.schedule is None:  # the method's own, recorded in config.json
+            object.__setattr__(self, "schedule", method.default_schedule)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("impl", self.impl, IMPLS)
         if not isinstance(self.unimodal_loss, bool):
             raise ValueError(
                 f"regulator.unimodal_loss must be true or false, got {self.unimodal_loss!r}"
             )
-        if not isinstance(self.ge, bool):
-            raise ValueError(f"regulator.ge must be true or false, got {self.ge!r}")
         if self.score is not None:
             _choice("score", self.score, SCORE_KINDS)
-        for field_name in ("beta", "alpha"):
+        for field_name in ("beta", "alpha", "pmr_alpha", "agm_alpha", "agm_cap", "mmpareto_gamma"):
             _positive(field_name, getattr(self, field_name))
+        if not _is_real(self.pmr_momentum) or not 0 <= self.pmr_momentum < 1:
+            raise ValueError(f"regulator.pmr_momentum must be in [0, 1), got {self.pmr_momentum!r}")
         for field_name in ("official_lead_coef", "official_other_coef"):
             value = getattr(self, field_name)
             if not _is_real(value) or not math.isfinite(value) or value < 0:  # NaN fails isfinite
@@ -99,21 +122,52 @@ class RegulatorConfig:
             raise ValueError(f"regulator.threshold must be a finite number, got {self.threshold!r}")
         _int_at_least("official_span", self.official_span, 1)
         _int_at_least("modulation_starts", self.modulation_starts, 0)
-        _int_at_least("modulation_ends", self.modulation_ends, self.modulation_starts)
+        for field_name in ("modulation_ends", "pmr_modulation_ends", "agm_modulation_ends"):
+            _int_at_least(field_name, getattr(self, field_name), self.modulation_starts)
+        _int_at_least("gblending_super_epoch", self.gblending_super_epoch, 1)
         _int_at_least("noise_seed", self.noise_seed, 0)
         method.check_config(self)
 
     @property
+    def resolved_variant(self) -> str:
+        """The variant in use: the field, or the method's default."""
+        return (
+            self.variant if self.variant is not None else regulator_class(self.name).default_variant
+        )
+
+    @property
+    def resolved_window(self) -> str:
+        """The form of the information trace and window test recorded (paper | official): the
+        variant for the methods whose variant is InfoReg's (joint, inforeg), else paper (the
+        per-modality test that the schedules of the other methods read)."""
+        if regulator_class(self.name).variant_sets_window:
+            return self.resolved_variant
+        return "paper"
+
+    @property
+    def resolved_schedule(self) -> str:
+        """The schedule in use: the field, or the method's own."""
+        return (
+            self.schedule
+            if self.schedule is not None
+            else regulator_class(self.name).default_schedule
+        )
+
+    @property
     def resolved_score(self) -> str:
-        """The score kind in use: ogm_ge's prob_sum, else the field or the variant's default."""
-        if self.name == "ogm_ge":
-            return "prob_sum"
-        return self.score if self.score is not None else VARIANT_SCORE[self.variant]
+        """The score kind in use: the method's fixed kind (ogm, ogm_ge: prob_sum), else the field
+        or the trace variant's default."""
+        fixed = regulator_class(self.name).fixed_score
+        if fixed is not None:
+            return fixed
+        return self.score if self.score is not None else VARIANT_SCORE[self.resolved_window]
 
     @property
     def resolved_threshold(self) -> float:
-        """The window test's K in use: the field, or the variant's default."""
-        return self.threshold if self.threshold is not None else VARIANT_THRESHOLD[self.variant]
+        """The window test's K in use: the field, or the trace variant's default."""
+        if self.threshold is not None:
+            return self.threshold
+        return VARIANT_THRESHOLD[self.resolved_window]
 
 
 def _is_real(value: object) -> bool:

@@ -361,6 +361,7 @@ class Trainer:
         for batch in self.data.eval:
             out = self.forward(batch)
             labels = batch["label"]
+            self.regulator.on_eval_batch(out, labels)  # G-Blending's validation losses
             joint += confusion_matrix(out.logits, labels, n)
             for m, logits in unimodal_logits(out.features, self.head).items():
                 per_modality[m] += confusion_matrix(logits, labels, n)

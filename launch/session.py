@@ -131,7 +131,9 @@ def build_session(
                 buffer.data = buffer.data.to(dtype)
     groups = ModalityGroups.from_model(model)
     gradients = ZeroGradients.of(engine, model, groups)
-    regulator: Regulator = build_regulator(cfg.regulator, groups, gradients.views, model.head)
+    regulator: Regulator = build_regulator(
+        cfg.regulator, groups, gradients.views, model.head, encoders=model.encoders
+    )
     flops = count_flops(cfg, data)
     peak = peak_tflops(dist_info.device, dtype, cfg.run.peak_tflops)
     trainer = Trainer(
@@ -143,8 +145,9 @@ def build_session(
         unused = [m for m in data.info.modalities if m not in groups.modalities]
         skipped = f" (the data's {', '.join(unused)} not modelled)" if unused else ""
         modelled = ", ".join(groups.modalities)
+        method = f"{cfg.regulator.name} ({cfg.regulator.resolved_variant})"
         print(
-            f"train: {cfg.regulator.name} ({cfg.regulator.variant}) on {modelled}{skipped} "
+            f"train: {method} on {modelled}{skipped} "
             f"with {cfg.data.pipeline}, {dist_info.world_size} rank(s), ZeRO stage "
             f"{engine.zero_optimization_stage()}, {where}; out {out_dir}",
             flush=True,

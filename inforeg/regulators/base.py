@@ -8,7 +8,7 @@ the state that decision needs (anchors, trace history, epoch) in `state_dict()`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -41,6 +41,8 @@ class Event(enum.Enum):
                 optimizer.step()
             metrics = regulator.on_epoch_end(epoch)  # EPOCH_END: traces all-reduced, one host
                                                      #   sync, appended to the history
+            for batch in eval_loader:                #   then the evaluation, no gradients:
+                regulator.on_eval_batch(model(batch), labels)  # EVAL (G-Blending's V)
         checkpoint = regulator.state_dict()          # SAVE / LOAD: anchors, history, epoch,
         regulator.load_state_dict(checkpoint)        #   accumulators; resumes bit-identically
 
@@ -52,6 +54,7 @@ class Event(enum.Enum):
     LOSS = "loss"
     GRADIENTS = "on_gradients"
     EPOCH_END = "on_epoch_end"
+    EVAL = "on_eval_batch"
     SAVE = "state_dict"
     LOAD = "load_state_dict"
 
@@ -61,6 +64,20 @@ def all_reduce_sum_(t: Tensor, group: Any = None) -> Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t
+
+
+def schedule_allows(schedule: str, window_open: bool) -> bool:
+    """Whether `schedule` lets a method modulate a modality whose window is `window_open`."""
+    if schedule == "always":
+        return True
+    return window_open if schedule == "window" else not window_open
+
+
+def schedule_mask(schedule: str, window: Tensor) -> Tensor:
+    """(M,) bool: `schedule_allows` per modality, on device."""
+    if schedule == "always":
+        return torch.ones_like(window, dtype=torch.bool)
+    return window.clone() if schedule == "window" else ~window
 
 
 def _count(n: int) -> str:
@@ -73,15 +90,55 @@ class Regulator:
     name: ClassVar[str] = "base"
     """The registry name (`regulator.name`)."""
     needs_anchor = False
+    needs_encoders: ClassVar[bool] = False
+    """The method runs forwards of its own on the encoders (``encoders=`` at build)."""
     min_modalities: ClassVar[int] = 1
     """The fewest modalities the method is defined for."""
     max_modalities: ClassVar[int | None] = None
     """The most (None: any number)."""
+    variants: ClassVar[tuple[str, ...]] = ("paper", "official")
+    """The values ``regulator.variant`` may take for this method."""
+    default_variant: ClassVar[str] = "paper"
+    """``variant: null`` resolves to this."""
+    variant_sets_window: ClassVar[bool] = False
+    """The variant also selects the information trace and window test recorded (joint and
+    inforeg, whose variant is InfoReg's); else they are the paper's per-modality ones."""
+    default_schedule: ClassVar[str] = "always"
+    """``schedule: null`` resolves to this (InfoReg: window)."""
+    fixed_score: ClassVar[str | None] = None
+    """The score kind the method is defined on (None: ``regulator.score`` / the variant's)."""
 
     @classmethod
     def check_config(cls, cfg: RegulatorConfig) -> None:
         """The method's own checks of `cfg` (ValueError naming the field); called when the
         config is built and again when the regulator is."""
+        if cls.fixed_score is not None and cfg.score not in (None, cls.fixed_score):
+            raise ValueError(f"regulator.score: {cls.name} is defined on {cls.fixed_score} scores")
+
+    @classmethod
+    def audit_step(
+        cls,
+        record: Mapping[str, Any],
+        modalities: Sequence[str],
+        cfg: RegulatorConfig,
+        window: Mapping[str, bool] | None,
+    ) -> list[str]:
+        """The disagreements of one logged step record with the method's decision recomputed
+        from the record's own logged inputs (empty: none). `window` is the window test used in
+        the record's epoch (None when unknown). The base checks only that no modality was
+        regulated where the schedule forbids it."""
+        if window is None:
+            return []
+        out = []
+        for m in modalities:
+            if float(record[f"regulated.{m}"]) and not schedule_allows(
+                cfg.resolved_schedule, window[m]
+            ):
+                out.append(
+                    f"step {record['step']}: regulated.{m} is set but schedule "
+                    f"{cfg.resolved_schedule} forbids it (window={window[m]})"
+                )
+        return out
 
     @classmethod
     def check_modalities(cls, modalities: Sequence[str]) -> None:
@@ -106,6 +163,7 @@ class Regulator:
         head: nn.Linear,
         *,
         process_group: Any = None,
+        encoders: Mapping[str, nn.Module] | nn.ModuleDict | None = None,
     ):
         views = [gradients] if isinstance(gradients, GradientView) else list(gradients)
         if not views:
@@ -120,11 +178,12 @@ class Regulator:
         self.views = views
         self.head = head
         self.group = process_group
+        self.encoder_modules = None if encoders is None else dict(encoders.items())
         self.modalities = groups.modalities
         self.partial = views[0].partial
         self.rank = dist.get_rank(process_group) if dist.is_initialized() else 0
         self.device = views[0].device
-        self.stat = "official" if cfg.variant == "official" else "paper"
+        self.stat = cfg.resolved_window  # the information trace's form
         m = groups.num_modalities
         # state (state_dict)
         self.epoch: int | None = None  # the epoch started and not yet ended
@@ -170,10 +229,27 @@ class Regulator:
         packed = all_reduce_sum_(torch.cat([sums, count]), self.group)  # the global batch
         scores = Fn.scores_from_sums(packed[:-1], packed[-1], kind).float()
         self._scores = scores
+        return self._objective(output, labels, uni, scores, joint)
+
+    def _objective(
+        self,
+        output: ModelOutput,
+        labels: Tensor,
+        uni: dict[str, Tensor],
+        scores: Tensor,
+        joint: Tensor,
+    ) -> Tensor:
+        """Decide from `scores` and return the loss: the joint CE, plus the unimodal CEs with
+        ``unimodal_loss``. Methods that change the loss (PMR, G-Blending, MMPareto) override it."""
         self._decide(scores)
         if self.cfg.unimodal_loss:
             joint = joint + sum(F.cross_entropy(z, labels) for z in uni.values())
         return joint
+
+    def allowed(self) -> Tensor:
+        """(M,) bool: where the schedule lets the method modulate, given this epoch's window."""
+        window = self._window
+        return schedule_mask(self.cfg.resolved_schedule, window)
 
     def on_gradients(self) -> None:
         """The fused pass over every view, after backward and before the optimizer step."""
@@ -186,6 +262,10 @@ class Regulator:
         self.steps_in_epoch += 1
         self.step += 1
         self._scores = None  # one pass per decision
+
+    def on_eval_batch(self, output: ModelOutput, labels: Tensor) -> None:
+        """One batch of the trainer's end-of-epoch evaluation (no gradients); G-Blending reads
+        its losses, the other methods ignore it."""
 
     def on_epoch_end(self, epoch: int) -> dict[str, Any]:
         """Close the epoch: traces reduced across ranks (one host sync); its epoch metrics."""
@@ -230,7 +310,7 @@ class Regulator:
     def state_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "variant": self.cfg.variant,
+            "variant": self.cfg.resolved_variant,
             "modalities": list(self.modalities),
             "epoch": self.epoch,
             "history": {m: list(h) for m, h in self.history.items()},
@@ -239,12 +319,13 @@ class Regulator:
             "steps_in_epoch": self.steps_in_epoch,
             "step": self.step,
             "anchors": [view.anchor_state() for view in self.views],
+            "method": self._method_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, mine in (
             ("name", self.name),
-            ("variant", self.cfg.variant),
+            ("variant", self.cfg.resolved_variant),
             ("modalities", list(self.modalities)),
         ):
             if state.get(key) != mine:
@@ -264,8 +345,16 @@ class Regulator:
             view.load_anchor_state(anchors)
         if self.windows:
             self._window = torch.tensor(self.windows[-1], dtype=torch.bool, device=self.device)
+        self._load_method_state(state.get("method", {}))
         self._scores = None
         self._metrics = {}
+
+    def _method_state(self) -> dict[str, Any]:
+        """The method's own state (prototypes, running scores, weights), cloned."""
+        return {}
+
+    def _load_method_state(self, state: dict[str, Any]) -> None:
+        """Restore what `_method_state` returned."""
 
     # ----- what subclasses define ----------------------------------------------------------
     def _window_test(self, epoch: int) -> list[bool]:
@@ -273,7 +362,7 @@ class Regulator:
         by InfoReg): paper, Eq. 11 on each modality's own trace; official, one test on the first
         modality's trace (the code's audio) for all."""
         k = self.cfg.resolved_threshold
-        if self.cfg.variant == "official":
+        if self.stat == "official":
             lead = self.history[self.modalities[0]]
             is_open = Fn.official_window_open(lead, epoch, k, self.cfg.official_span)
             return [is_open] * len(self.modalities)

@@ -174,7 +174,7 @@ def test_the_config_family_differs_only_in_the_regulator(tmp_path: Path) -> None
             assert cfg["model"] == base["model"], key
     assert configs["inforeg_star"]["regulator"]["unimodal_loss"] is True
     assert configs["inforeg_always"]["regulator"]["schedule"] == "always"
-    assert configs["inforeg_outside"]["regulator"]["schedule"] == "outside_window"
+    assert configs["inforeg_outside"]["regulator"]["schedule"] == "outside"
     assert configs["inforeg_official"]["regulator"]["variant"] == "official"
     assert configs["ogm_ge"]["regulator"]["name"] == "ogm_ge"
 

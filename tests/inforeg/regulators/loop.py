@@ -29,7 +29,7 @@ def make_run(cfg: RegulatorConfig, *, modalities: int = 2, seed: int = 0, contig
     model = tiny_model(modalities, seed=seed)
     groups = ModalityGroups.from_model(model)
     view = ParamGradients(groups, contiguous=contiguous)
-    reg = build_regulator(cfg, groups, view, model.head)
+    reg = build_regulator(cfg, groups, view, model.head, encoders=model.encoders)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     return Run(model, reg, opt)
 
@@ -63,6 +63,12 @@ def train(
             run.optimizer.step()
             run.metrics.append({k: float(v) for k, v in run.regulator.step_metrics().items()})
         run.regulator.on_epoch_end(epoch)
+        run.model.eval()
+        with torch.no_grad():  # the trainer's end-of-epoch evaluation (G-Blending reads it)
+            for b in range(2):
+                data = tiny_batch(run.model, batch, seed=10**6 + b)
+                run.regulator.on_eval_batch(run.model(data), data["label"])
+        run.model.train()
 
 
 def checkpoint(run: Run) -> dict[str, Any]:

@@ -25,8 +25,12 @@ EPOCHS, STEPS = 3, 2
 CONFIGS = {
     "inforeg": RegulatorConfig(schedule="always", unimodal_loss=True),
     "inforeg_window": RegulatorConfig(threshold=-1.0),  # opens at epoch 2 from the traces
-    "ogm": RegulatorConfig(name="ogm_ge", ge=False),
-    "ogm_ge": RegulatorConfig(name="ogm_ge", ge=True),
+    "ogm": RegulatorConfig(name="ogm"),
+    "ogm_ge": RegulatorConfig(name="ogm_ge"),
+    "pmr": RegulatorConfig(name="pmr"),
+    "agm": RegulatorConfig(name="agm"),
+    "gblending": RegulatorConfig(name="gblending", gblending_super_epoch=1),
+    "mmpareto": RegulatorConfig(name="mmpareto"),
 }
 
 
@@ -56,7 +60,7 @@ def run_case(rank: int, cfg: RegulatorConfig, layout: str) -> dict[str, Any]:
         part.grad = torch.zeros_like(part)
         view = FlatGradients(part.grad, part.detach(), segments, groups)
         opt = torch.optim.SGD([part], lr=0.05, momentum=0.9)
-    reg = build_regulator(cfg, groups, view, model.head)
+    reg = build_regulator(cfg, groups, view, model.head, encoders=model.encoders)
     decisions = []
     for epoch in range(EPOCHS):
         reg.on_epoch_start(epoch)

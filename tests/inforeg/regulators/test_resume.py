@@ -13,10 +13,17 @@ from tests.inforeg.regulators.loop import checkpoint, make_run, train
 
 CONFIGS = {
     "joint": RegulatorConfig(name="joint"),
-    "ogm_ge": RegulatorConfig(name="ogm_ge", ge=True),
+    "ogm_ge": RegulatorConfig(name="ogm_ge"),
     "inforeg": RegulatorConfig(schedule="always"),
     "inforeg_star_window": RegulatorConfig(unimodal_loss=True, threshold=-1.0),
     "inforeg_official_foreach": RegulatorConfig(variant="official", impl="foreach"),
+    "ogm": RegulatorConfig(name="ogm", schedule="outside"),
+    "pmr": RegulatorConfig(name="pmr", pmr_momentum=0.5),
+    "agm": RegulatorConfig(name="agm"),
+    "gblending": RegulatorConfig(name="gblending", gblending_super_epoch=1),
+    "gblending_window2": RegulatorConfig(name="gblending", gblending_super_epoch=2),
+    "mmpareto": RegulatorConfig(name="mmpareto"),
+    "mmpareto_foreach": RegulatorConfig(name="mmpareto", impl="foreach"),
 }
 EPOCHS, STEPS, STOP = 3, 3, (1, 2)
 
@@ -46,5 +53,5 @@ def test_resumed_run_equals_uninterrupted(name):
     assert second.regulator.history == whole.regulator.history
     assert second.regulator.windows == whole.regulator.windows
     assert first.metrics + second.metrics == whole.metrics
-    if name.startswith("inforeg"):  # the runs did regulate something
+    if not name.startswith("joint"):  # the runs did regulate something
         assert any(m["regulated.audio"] + m["regulated.video"] > 0 for m in whole.metrics)
