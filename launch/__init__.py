@@ -1,1 +1,1 @@
-"""The trainer: `launch/train.py` under the `deepspeed` launcher, its loop, records and checkpoints."""
+"""The trainer: `launch/train.py` for the `deepspeed` launcher, its loop, records, checkpoints."""

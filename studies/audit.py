@@ -21,6 +21,7 @@ import torch
 
 from inforeg import functional as Fn
 from inforeg.config import RegulatorConfig
+from inforeg.regulators import regulator_class
 from launch.records import (
     EpochRecord,
     RecordError,
@@ -46,7 +47,7 @@ def windows_from_traces(
     out = {}
     for e in epochs:
         t = e.epoch
-        if cfg.variant == "official":
+        if cfg.resolved_window == "official":
             lead = history[modalities[0]][:t]
             is_open = Fn.official_window_open(lead, t, k, cfg.official_span)
             out[t] = dict.fromkeys(modalities, is_open)
@@ -73,66 +74,17 @@ def decision_problems(run: RunRecords, modalities: list[str], cfg: RegulatorConf
 def step_problems(
     s: StepRecord, modalities: list[str], cfg: RegulatorConfig, window: dict[str, bool] | None
 ) -> list[str]:
-    """One step record's gaps, and its regulator's decision, against METHOD.md. `window`: the
-    epoch's window decisions recomputed from the traces (None: the run stopped before that
-    epoch's record)."""
-    where = f"step {s.step}"
+    """One step record's gaps against METHOD.md, and its regulator's decision recomputed by the
+    method's own `audit_step` from the record's logged inputs. `window`: the epoch's window
+    decisions recomputed from the traces (None: the run stopped before that epoch's record)."""
     problems = []
     scores = torch.tensor([float(s.score[m]) for m in modalities], dtype=torch.float64)
     gaps = Fn.score_gaps(scores).tolist()
     for m, gap in zip(modalities, gaps, strict=True):
         if not _close(float(s.gap[m]), gap):
-            problems.append(f"{where}: gap.{m}={s.gap[m]} but the scores give {gap}")
-    if cfg.name == "joint":
-        if any(float(s.regulated[m]) != 0 for m in modalities):
-            problems.append(f"{where}: joint training never regulates, but regulated is set")
-        return problems
-    if cfg.name == "ogm_ge":
-        return problems + ogm_problems(s, modalities, scores, cfg)
-    gap_t = torch.tensor([float(s.gap[m]) for m in modalities], dtype=torch.float64)
-    if cfg.variant == "official":
-        alpha = Fn.official_alpha(gap_t, cfg.official_lead_coef, cfg.official_other_coef)
-    else:
-        alpha = Fn.regulation_alpha(gap_t, cfg.beta)
-    for i, m in enumerate(modalities):
-        if not _close(float(s.alpha[m]), float(alpha[i])):
-            problems.append(f"{where}: alpha.{m}={s.alpha[m]}, METHOD.md gives {alpha[i]}")
-        if window is None:
-            continue  # the run stopped before this epoch's record
-        allowed = {
-            "window": window[m],
-            "always": True,
-            "outside_window": not window[m],
-        }[cfg.schedule]
-        expected = allowed and float(s.gap[m]) > 0
-        if bool(s.regulated[m]) != expected:
-            problems.append(
-                f"{where}: regulated.{m}={s.regulated[m]} but window={window[m]}, "
-                f"gap={s.gap[m]}, schedule={cfg.schedule}"
-            )
-    return problems
-
-
-def ogm_problems(
-    s: StepRecord, modalities: list[str], scores: torch.Tensor, cfg: RegulatorConfig
-) -> list[str]:
-    """OGM-GE: the highest score (first on a tie) is modulated by k = 1 - tanh(alpha * rho)
-    within the modulation epochs; the others keep k = 1."""
-    problems = []
-    active = cfg.modulation_starts <= s.epoch <= cfg.modulation_ends
-    k = Fn.ogm_coefficients(scores, cfg.alpha).tolist()
-    dominant = int(torch.argmax(scores))
-    for i, m in enumerate(modalities):
-        expected_k = k[i] if active else 1.0
-        coeff = s.value("coeff", m)
-        if coeff is not None and not _close(float(coeff), expected_k):
-            problems.append(f"step {s.step}: coeff.{m}={coeff}, OGM gives {expected_k}")
-        if bool(s.regulated[m]) != (active and i == dominant):
-            problems.append(
-                f"step {s.step}: regulated.{m}={s.regulated[m]} but OGM "
-                f"modulates {modalities[dominant] if active else 'nothing'}"
-            )
-    return problems
+            problems.append(f"step {s.step}: gap.{m}={s.gap[m]} but the scores give {gap}")
+    method = regulator_class(cfg.name)
+    return problems + method.audit_step(s.to_json(), modalities, cfg, window)
 
 
 def flat_modalities(flats: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -17,18 +17,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from inforeg.regulators import regulator_class
 from launch.report import close_figure, compact, pyplot, series
 from studies.results import Run, final_metrics, load_run, window_epochs
 
 
 def run_label(run: Path) -> str:
     cfg = json.loads((run / "config.json").read_text())["regulator"]
+    method = regulator_class(cfg["name"])  # null variant and schedule: the method's own
+    variant = cfg.get("variant") or method.default_variant
+    schedule = cfg.get("schedule") or method.default_schedule
     label = cfg["name"]
     if cfg["name"] == "inforeg":
         label += "*" if cfg["unimodal_loss"] else ""
-        label += f" ({cfg['variant']}" + (
-            f", {cfg['schedule']})" if cfg["schedule"] != "window" else ")"
-        )
+        label += f" ({variant}" + (f", {schedule})" if schedule != "window" else ")")
     elif cfg["unimodal_loss"]:
         label += "*"
     return label
