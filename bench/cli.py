@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "the fused regulator pass vs a memory copy and the official code",
     ),
     "train": ("bench.train", "training samples/s and the loader's share, per pipeline"),
+    "methods": ("bench.methods", "each balancing method's step time over joint training's"),
 }
 
 
