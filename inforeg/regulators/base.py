@@ -107,6 +107,9 @@ class Regulator:
     """``schedule: null`` resolves to this (InfoReg: window)."""
     fixed_score: ClassVar[str | None] = None
     """The score kind the method is defined on (None: ``regulator.score`` / the variant's)."""
+    own_loss: ClassVar[str | None] = None
+    """What the method trains on when it fixes its own loss (then ``unimodal_loss`` must stay
+    false); None: the joint CE, plus the unimodal CEs with ``unimodal_loss``."""
 
     @classmethod
     def check_config(cls, cfg: RegulatorConfig) -> None:
@@ -114,6 +117,10 @@ class Regulator:
         config is built and again when the regulator is."""
         if cls.fixed_score is not None and cfg.score not in (None, cls.fixed_score):
             raise ValueError(f"regulator.score: {cls.name} is defined on {cls.fixed_score} scores")
+        if cls.own_loss is not None and cfg.unimodal_loss:
+            raise ValueError(
+                f"regulator.unimodal_loss: {cls.name} {cls.own_loss}; leave unimodal_loss false"
+            )
 
     @classmethod
     def audit_step(

@@ -41,14 +41,7 @@ class GBlendingRegulator(Regulator):
     variants = ("official",)
     default_variant = "official"
 
-    @classmethod
-    def check_config(cls, cfg: RegulatorConfig) -> None:
-        super().check_config(cfg)
-        if cfg.unimodal_loss:
-            raise ValueError(
-                "regulator.unimodal_loss: gblending's loss is its own weighted sum of the "
-                "unimodal and fused losses; leave unimodal_loss false"
-            )
+    own_loss = "trains on its own weighted sum of the unimodal and fused losses"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -48,14 +48,7 @@ class MMParetoRegulator(Regulator):
     variants = ("official",)
     default_variant = "official"
 
-    @classmethod
-    def check_config(cls, cfg: RegulatorConfig) -> None:
-        super().check_config(cfg)
-        if cfg.unimodal_loss:
-            raise ValueError(
-                "regulator.unimodal_loss: mmpareto always trains on the joint plus the "
-                "unimodal losses (its definition); leave unimodal_loss false"
-            )
+    own_loss = "always trains on the joint plus the unimodal losses (its definition)"
 
     needs_encoders = True
 
