@@ -21,14 +21,15 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from preprocess.assemble import assemble
 from preprocess.errors import BuildError
-from preprocess.manifest import read_manifest
+from preprocess.manifest import ManifestRow, read_manifest
 from preprocess.plan import BuildPlan
 from preprocess.schema import (
     DATASET_JSON,
@@ -41,7 +42,7 @@ from preprocess.schema import (
     DatasetInfo,
     load_dataset_info,
 )
-from preprocess.stage import EXECUTORS, local_pool, progress_bar, run_stage
+from preprocess.stage import EXECUTORS, Summary, local_pool, progress_bar, run_stage
 
 __all__ = ["BuildError", "BuildResult", "RunSettings", "build", "summary_text"]
 
@@ -70,6 +71,17 @@ class RunSettings:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         if self.ray_address and self.executor != "ray":
             raise ValueError("--ray-address needs --executor ray")
+
+
+def process_rows(
+    plan: BuildPlan, rows: Sequence[ManifestRow], settings: RunSettings, pool: Any
+) -> dict[str, Summary]:
+    """The per-sample stage over `rows` on the settings' executor, with its progress bar: each
+    row's summary by id (a whole build and a part alike)."""
+    with progress_bar(settings.progress, len(rows), "process", "clip") as bar:
+        return run_stage(
+            plan.job(), rows, settings.executor, pool, bar, settings.ray_address, settings.workers
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,16 +189,7 @@ def build(
         with local_pool(settings.workers) as pool:
             t0 = time.perf_counter()
             rows = plan.manifest.rows
-            with progress_bar(settings.progress, len(rows), "process", "clip") as bar:
-                summaries = run_stage(
-                    plan.job(),
-                    rows,
-                    settings.executor,
-                    pool,
-                    bar,
-                    settings.ray_address,
-                    settings.workers,
-                )
+            summaries = process_rows(plan, rows, settings, pool)
             process_seconds = time.perf_counter() - t0
             processed = sum(1 for s in summaries.values() if not s.reused)
             info = assemble(plan, summaries, pool, settings.progress)

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from preprocess import records
-from preprocess.build import RunSettings, locked, prepare_folder
+from preprocess.build import RunSettings, locked, prepare_folder, process_rows
 from preprocess.manifest import read_manifest
 from preprocess.media import atomic_path
 from preprocess.plan import BuildPlan, Sharding
 from preprocess.schema import BuildOptions
-from preprocess.stage import Summary, local_pool, progress_bar, run_stage
+from preprocess.stage import Summary, local_pool
 
 PARTS = "parts"
 """Folder of the part markers, beside `records/` in the staging area."""
@@ -147,19 +147,8 @@ def build_part(
             )
         plan.records.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        with (
-            local_pool(settings.workers if settings.executor == "local" else 1) as pool,
-            progress_bar(settings.progress, len(rows), "process", "clip") as bar,
-        ):
-            summaries = run_stage(
-                plan.job(),
-                rows,
-                settings.executor,
-                pool,
-                bar,
-                settings.ray_address,
-                settings.workers,
-            )
+        with local_pool(settings.workers if settings.executor == "local" else 1) as pool:
+            summaries = process_rows(plan, rows, settings, pool)
         seconds = time.perf_counter() - t0
         ordered = tuple(summaries[r.id] for r in rows)
         _write_marker(plan, sharding, ordered, marker)
