@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -100,7 +101,24 @@ def close() -> None:
         return
     import deepspeed.comm as ds_comm
 
+    rank = dist.get_rank()
     if ds_comm.is_initialized():
         ds_comm.destroy_process_group()
     else:
         dist.destroy_process_group()
+    remove_cpu_allreduce_buffer(rank)
+
+
+def cpu_allreduce_buffer(rank: int) -> Path:
+    """The shared-memory segment DeepSpeed's CPU accelerator maps for its all-reduce (one per rank,
+    named in deepspeed/ops/csrc/cpu/comm/shm.cpp ``shm_initialize``: uid, master address and port,
+    rank). DeepSpeed never unlinks it, so every CPU run would leave 2 x 66 MiB per rank in
+    /dev/shm until the machine's shared memory is full."""
+    addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    return Path("/dev/shm") / f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}"
+
+
+def remove_cpu_allreduce_buffer(rank: int) -> None:
+    """Unlink this rank's segment once the group is gone: the peers mapped it at start-up, and a
+    mapping outlives the name, so nothing still running loses it."""
+    cpu_allreduce_buffer(rank).unlink(missing_ok=True)

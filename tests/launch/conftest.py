@@ -57,11 +57,16 @@ def run_deepspeed(
 ) -> subprocess.CompletedProcess[str]:
     """`deepspeed --num_gpus nproc launch/train.py`; `zero`: fragment names, e.g. "zero2,bf16"."""
     fragments = ",".join(str(ROOT / "deepspeed_configs" / f"{z}.json") for z in zero.split(","))
-    cmd = [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(free_port())]
+    port = free_port()
+    cmd = [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(port)]
     cmd += [str(ROOT / "launch" / "train.py"), "--deepspeed_config", fragments, *args]
-    return subprocess.run(
+    proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=clean_env()
     )
+    if proc.returncode == 0:
+        leaked = sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+        assert not leaked, f"a finished run left its all-reduce buffers in /dev/shm: {leaked}"
+    return proc
 
 
 def clean_env() -> dict[str, str]:
