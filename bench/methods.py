@@ -1,7 +1,8 @@
 """`inforeg-bench methods`: each balancing method's step time over joint training's, in one run.
 
     inforeg-bench methods --config configs/bench_resnet18.yaml --data DIR --steps 12 --warmup 2 \\
-        [--methods joint,ogm,ogm_ge,inforeg,pmr,agm,gblending,mmpareto] [--rounds 2] [--json PATH]
+        [--methods joint,ogm,ogm_ge,inforeg,pmr,agm,gblending,mmpareto,joint@mmtm,greedy] \
+        [--rounds 2] [--json PATH]
 
 The real trainer (`launch/train.py`, one process) trains the same model on the same data for a
 few steps per method, with every method modulating at every step (``regulator.schedule=always``)
@@ -10,6 +11,10 @@ the warm-up, and the regulator's share of the step comes from the step records' 
 Methods run in turn, ``--rounds`` times over (each method's figure is its median over rounds), so
 load that comes and goes on a shared machine hits every method alike. Nothing is timed here that
 the trainer does not log itself.
+
+A method written ``name@fusion`` trains with ``model.fusion=fusion``; a method that needs a
+fusion (greedy: its MMTM modules) gets it. Greedy's model is not joint's: ``joint@mmtm`` (joint
+training of the MMTM model) separates the modules' cost from the regulator's.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from inforeg.regulators import regulator_class
 from launch.records import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_METHODS = "joint,ogm,ogm_ge,inforeg,pmr,agm,gblending,mmpareto"
+DEFAULT_METHODS = "joint,ogm,ogm_ge,inforeg,pmr,agm,gblending,mmpareto,joint@mmtm,greedy"
 
 AUTHORS_PASSES = {
     "joint": "1 F + 1 B",
@@ -37,6 +43,7 @@ AUTHORS_PASSES = {
     "agm": "4 F + 1 B through all 4",
     "gblending": "1 F + 1 B, + (M+1) model copies",
     "mmpareto": "1 F + 4 B",
+    "greedy": "1 F + 1 B (MMTM model), 2 host syncs per parameter",
 }
 """The authors' passes per step (docs/methods.md, "Cost units at a glance"; InfoReg: METHOD.md)."""
 
@@ -52,9 +59,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="extra dotted.key=value trainer overrides")
 
 
+def method_overrides(method: str) -> list[str]:
+    """``name`` or ``name@fusion`` -> the trainer overrides naming the regulator and the fusion
+    (the one the method needs when none is written)."""
+    name, _, fusion = method.partition("@")
+    fusion = fusion or regulator_class(name).required_fusion or ""
+    return [f"regulator.name={name}", *([f"model.fusion={fusion}"] if fusion else [])]
+
+
 def command(args: argparse.Namespace, method: str, out: Path) -> list[str]:
     train = [str(ROOT / "launch" / "train.py"), "--config", args.config]
-    train += [f"data.dir={args.data}", f"regulator.name={method}", "regulator.schedule=always"]
+    train += [f"data.dir={args.data}", *method_overrides(method), "regulator.schedule=always"]
     train += [f"run.out_dir={out}", "run.epochs=1", f"run.max_steps_per_epoch={args.steps}"]
     train += ["run.log_every=1", "run.progress=false", *args.overrides]
     return [sys.executable, *train]

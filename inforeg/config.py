@@ -86,6 +86,14 @@ class RegulatorConfig:
     """gblending: epochs per weight estimate (BalanceBenchmark's super_epoch)."""
     mmpareto_gamma: float = 1.5
     """mmpareto: the gradient magnitude factor (the code's 1.5)."""
+    greedy_epsilon: float = 0.01
+    """greedy: a re-balancing window starts when |d| = |BDR_0 - BDR_1| > epsilon (the authors'
+    ModelNet40 0.01; BalanceBenchmark's 0.001)."""
+    greedy_window: int = 5
+    """greedy: steps in a re-balancing window (the authors' curation_windowsize 5)."""
+    greedy_starting_epoch: int = 1
+    """greedy: first 0-based epoch with re-balancing windows (the authors' starting_epoch 2 in
+    Poutyne's 1-based epochs); before it the speeds only accumulate."""
     impl: str = "auto"
     """The fused gradient pass: reference | foreach | flat | auto (flat when the gradients live
     in one buffer, else foreach). See docs/regulator.md."""
@@ -125,6 +133,13 @@ class RegulatorConfig:
         for field_name in ("modulation_ends", "pmr_modulation_ends", "agm_modulation_ends"):
             _int_at_least(field_name, getattr(self, field_name), self.modulation_starts)
         _int_at_least("gblending_super_epoch", self.gblending_super_epoch, 1)
+        _int_at_least("greedy_window", self.greedy_window, 1)
+        _int_at_least("greedy_starting_epoch", self.greedy_starting_epoch, 0)
+        if not _is_real(self.greedy_epsilon) or not 0 <= self.greedy_epsilon < math.inf:
+            value = self.greedy_epsilon
+            raise ValueError(
+                f"regulator.greedy_epsilon must be a finite number >= 0, got {value!r}"
+            )
         _int_at_least("noise_seed", self.noise_seed, 0)
         method.check_config(self)
 

@@ -8,6 +8,12 @@ and anything outside the encoders belong to no modality and are never touched by
 Flat gradient buffers (DeepSpeed ZeRO 1/2 partitions, or `ParamGradients(contiguous=True)`) are
 described by `Segment`s: a range of the buffer holding a range of one parameter. Segments carry
 the parameter's index; its modality and kind come from here, so there is one source of truth.
+
+Cross-modal modules outside the encoders (``model.bypass``: Greedy's MMTM, `inforeg.mmtm`) are
+a second table, `BypassInfo`, never part of ``params``: no regulator's fused pass touches them.
+Each bypass module says which modality each of its parameters belongs to
+(``param_modalities()``: a head-order index, or None for a parameter shared by both, which then
+counts for every modality); bypass segments index this table.
 """
 
 from __future__ import annotations
@@ -45,6 +51,16 @@ class ParamInfo:
 
 
 @dataclass(frozen=True)
+class BypassInfo:
+    """One trainable parameter of a cross-modal (bypass) module."""
+
+    index: int  # position in ModalityGroups.bypass
+    name: str  # qualified name under model.bypass, e.g. "stage2.squeeze.weight"
+    modalities: tuple[int, ...]  # head-order indices it counts for (all of them: shared)
+    numel: int
+
+
+@dataclass(frozen=True)
 class Segment:
     """``buffer[start : start + length]`` holds ``param.flatten()[offset : offset + length]``."""
 
@@ -61,7 +77,9 @@ class Segment:
 class ModalityGroups:
     """modality -> its trainable encoder parameters, in head order; immutable once built."""
 
-    def __init__(self, encoders: Mapping[str, nn.Module]):
+    def __init__(
+        self, encoders: Mapping[str, nn.Module], bypass: Mapping[str, nn.Module] | None = None
+    ):
         if not encoders:
             raise ValueError("ModalityGroups needs at least one encoder")
         self.modalities: tuple[str, ...] = tuple(encoders.keys())
@@ -98,6 +116,11 @@ class ModalityGroups:
         for modality in self.modalities:
             if not any(info.modality == modality for info in infos):
                 raise ValueError(f"encoder {modality!r} has no trainable parameters")
+        self.bypass_modules: dict[str, nn.Module] = dict(bypass or {})
+        found = _bypass_params(self.bypass_modules, self.num_modalities, self._index)
+        self.bypass: tuple[BypassInfo, ...] = tuple(info for info, _ in found)
+        self._bypass_tensors: tuple[nn.Parameter, ...] = tuple(p for _, p in found)
+        self._bypass_index = {id(p): i for i, p in enumerate(self._bypass_tensors)}
 
     @classmethod
     def from_model(cls, model: nn.Module) -> ModalityGroups:
@@ -105,7 +128,8 @@ class ModalityGroups:
         encoders = getattr(model, "encoders", None)
         if not isinstance(encoders, nn.ModuleDict):
             raise ValueError("model has no `encoders` ModuleDict (modality -> encoder)")
-        return cls(dict(encoders.items()))
+        bypass = getattr(model, "bypass", None)
+        return cls(dict(encoders.items()), dict(bypass.items()) if bypass is not None else None)
 
     @property
     def num_modalities(self) -> int:
@@ -123,6 +147,45 @@ class ModalityGroups:
 
     def __iter__(self) -> Iterator[tuple[ParamInfo, nn.Parameter]]:
         return iter(zip(self.params, self._tensors, strict=True))
+
+    def bypass_parameters(self) -> list[nn.Parameter]:
+        """The bypass modules' trainable parameters, in `bypass` index order."""
+        return list(self._bypass_tensors)
+
+    def bypass_segment(
+        self, param: nn.Parameter, *, start: int, length: int, offset: int = 0
+    ) -> Segment | None:
+        """A segment naming a bypass parameter (`Segment.param` indexes `bypass`); None when
+        `param` is no bypass parameter."""
+        index = self._bypass_index.get(id(param))
+        if index is None:
+            return None
+        seg = Segment(start=start, length=length, param=index, offset=offset)
+        self.check_bypass_segment(seg)
+        return seg
+
+    def check_bypass_segment(self, seg: Segment) -> None:
+        if seg.param >= len(self.bypass):
+            raise ValueError(f"segment {seg} names bypass parameter {seg.param}")
+        info = self.bypass[seg.param]
+        if seg.offset + seg.length > info.numel:
+            raise ValueError(f"segment {seg} runs past the end of {info.name} ({info.numel})")
+
+    def square_rows(self, device: torch.device | str) -> Tensor:
+        """(P + P_bypass + 1, 2M) fp32 0/1: which per-modality sum each parameter's square sum
+        adds into: columns ``[main m ...; bypass m ...]``; encoder parameters first (index
+        order), then bypass parameters, then one zero row (ranges of no parameter)."""
+        key = ("square_rows", str(torch.device(device)))
+        if key not in self._tables:
+            m = self.num_modalities
+            rows = torch.zeros(len(self.params) + len(self.bypass) + 1, 2 * m)
+            for info in self.params:
+                rows[info.index, info.modality_index] = 1.0
+            for b in self.bypass:
+                for mi in b.modalities:
+                    rows[len(self.params) + b.index, m + mi] = 1.0
+            self._tables[key] = rows.to(device)
+        return self._tables[key]
 
     def index_of(self, param: nn.Parameter) -> int | None:
         """The parameter's index, or None when it belongs to no encoder (e.g. the head)."""
@@ -178,6 +241,39 @@ class ModalityGroups:
             segments.append(Segment(start=start, length=info.numel, param=info.index))
             start += info.numel
         return segments
+
+
+def _bypass_params(
+    modules: Mapping[str, nn.Module], num_modalities: int, encoder_params: Mapping[int, int]
+) -> list[tuple[BypassInfo, nn.Parameter]]:
+    """The bypass modules' trainable parameters with the modalities each counts for."""
+    out: list[tuple[BypassInfo, nn.Parameter]] = []
+    seen: set[int] = set()
+    for key, module in modules.items():
+        owners = getattr(module, "param_modalities", None)
+        if owners is None:
+            raise ValueError(
+                f"bypass module {key!r} ({type(module).__name__}) has no param_modalities(): "
+                "it must say which modality each of its parameters belongs to"
+            )
+        table = owners()
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            if id(p) in encoder_params or id(p) in seen:
+                raise ValueError(f"bypass parameter {key}.{name} is shared with another module")
+            if name not in table:
+                raise ValueError(f"bypass module {key!r} names no modality for {name!r}")
+            owner = table[name]
+            if owner is not None and not 0 <= owner < num_modalities:
+                raise ValueError(f"bypass parameter {key}.{name}: no modality {owner}")
+            mods = tuple(range(num_modalities)) if owner is None else (owner,)
+            seen.add(id(p))
+            info = BypassInfo(
+                index=len(out), name=f"{key}.{name}", modalities=mods, numel=p.numel()
+            )
+            out.append((info, p))
+    return out
 
 
 def _param_kinds(encoder: nn.Module) -> dict[str, str]:

@@ -17,15 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import NamedTuple
 
 import torch
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
+from inforeg.mmtm import build_bypass, mmtm_features
+
 ENCODER_KINDS = ("resnet18", "cnn", "transformer", "mlp")
 IMAGE_KINDS = ("resnet18", "cnn")
 TEXT_KINDS = ("transformer", "mlp")
+FUSIONS = ("concat", "mmtm")
+STAGED_KINDS = IMAGE_KINDS
+"""Encoders whose trunk runs stage by stage (what ``fusion: mmtm`` needs)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,12 +65,31 @@ class ModelConfig:
 
     encoders: Mapping[str, EncoderConfig] = field(default_factory=dict)
     fusion: str = "concat"
+    """concat: late fusion (each encoder whole, one head on the concatenated features); mmtm:
+    two image encoders run stage by stage with an MMTM module after each of their last three
+    stages (Greedy's mid-fusion, `inforeg.mmtm`), the same head on the pooled features."""
+    mmtm_ratio: int = 4
+    """fusion mmtm: the squeeze layer maps sum C_m channels to 2 sum C_m / ratio (the code's 4)."""
 
     def __post_init__(self) -> None:
         if not self.encoders:
             raise ValueError("model.encoders must name at least one modality")
-        if self.fusion != "concat":
-            raise ValueError(f"model.fusion: only 'concat' is implemented, got {self.fusion!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.mmtm_ratio < 1:
+            raise ValueError(f"model.mmtm_ratio must be >= 1, got {self.mmtm_ratio}")
+        if self.fusion == "mmtm":
+            if len(self.encoders) != 2:
+                raise ValueError(
+                    "model.fusion: mmtm couples exactly two encoders, got "
+                    f"{len(self.encoders)} ({', '.join(self.encoders)})"
+                )
+            for modality, enc in self.encoders.items():
+                if enc.kind not in STAGED_KINDS:
+                    raise ValueError(
+                        f"model.fusion: mmtm needs encoders that run stage by stage "
+                        f"{STAGED_KINDS}; model.encoders.{modality}.kind is {enc.kind!r}"
+                    )
         for modality, enc in self.encoders.items():
             if modality == "text" and enc.kind not in TEXT_KINDS:
                 raise ValueError(f"model.encoders.text.kind must be one of {TEXT_KINDS}")
@@ -133,21 +158,44 @@ class ImageEncoder(nn.Module):
     """Spectrograms (B, C, F, T) or frame stacks (B, K, C, H, W) -> (B, D) by a 2-D trunk.
 
     Frames are folded into the batch, run through the trunk, and averaged over time and space.
+    `stage_ends` cut the trunk (an ``nn.Sequential``) into its four stages, for mid-fusion
+    (`inforeg.mmtm`); `stage_channels` are their output widths.
     """
 
-    def __init__(self, trunk: nn.Module, trunk_channels: int, dim: int | None):
+    def __init__(
+        self,
+        trunk: nn.Sequential,
+        trunk_channels: int,
+        dim: int | None,
+        stage_ends: tuple[int, ...] = (),
+        stage_channels: tuple[int, ...] = (),
+    ):
         super().__init__()
         self.trunk = trunk
         self.proj: nn.Module = nn.Identity() if dim is None else nn.Linear(trunk_channels, dim)
         self.out_dim = trunk_channels if dim is None else dim
+        self.stage_ends = stage_ends
+        self.stage_channels = stage_channels
+
+    def fold(self, x: Tensor) -> Tensor:
+        """The trunk's input: (B, C, F, T) as is, frames (B, K, C, H, W) as (B*K, C, H, W)."""
+        return rearrange(x, "b k c h w -> (b k) c h w") if x.dim() == 5 else x
+
+    def run_stage(self, stage: int, fmap: Tensor) -> Tensor:
+        """Stage `stage` (0-based) of the trunk on a folded map."""
+        lo = self.stage_ends[stage - 1] if stage else 0
+        for module in islice(self.trunk, lo, self.stage_ends[stage]):
+            fmap = module(fmap)
+        return fmap
+
+    def pool(self, fmap: Tensor, batch: int) -> Tensor:
+        """(B*K, D, H, W) or (B, D, F, T) -> (B, out_dim): mean over frames and space."""
+        if fmap.shape[0] == batch:  # a spectrogram's map (or one frame per clip)
+            return self.proj(reduce(fmap, "b d f t -> b d", "mean"))
+        return self.proj(reduce(fmap, "(b k) d h w -> b d", "mean", b=batch))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if x.dim() == 5:  # frames: the K frames of a clip pass the trunk as K images
-            fmap = self.trunk(rearrange(x, "b k c h w -> (b k) c h w"))
-            pooled = reduce(fmap, "(b k) d h w -> b d", "mean", b=x.shape[0])
-        else:  # a spectrogram (B, C, F, T)
-            pooled = reduce(self.trunk(x), "b d f t -> b d", "mean")
-        return self.proj(pooled)
+        return self.pool(self.trunk(self.fold(x)), x.shape[0])
 
 
 class TextTransformerEncoder(nn.Module):
@@ -212,28 +260,42 @@ def build_encoder(modality: str, cfg: EncoderConfig, spec: InputSpec) -> nn.Modu
     if modality not in spec.channels:
         raise ValueError(f"no input channel count for modality {modality!r}")
     in_channels = spec.channels[modality]
-    if cfg.kind == "resnet18":
-        return ImageEncoder(resnet18_trunk(in_channels, cfg.width), 8 * cfg.width, None)
-    return ImageEncoder(small_cnn_trunk(in_channels, cfg.width), 8 * cfg.width, cfg.dim)
+    widths = tuple(k * cfg.width for k in (1, 2, 4, 8))
+    if cfg.kind == "resnet18":  # stem + layer1 (6 modules), then two blocks per layer
+        trunk = resnet18_trunk(in_channels, cfg.width)
+        return ImageEncoder(trunk, 8 * cfg.width, None, (6, 8, 10, 12), widths)
+    trunk = small_cnn_trunk(in_channels, cfg.width)  # conv, BN, ReLU per stage
+    return ImageEncoder(trunk, 8 * cfg.width, cfg.dim, (3, 6, 9, 12), widths)
 
 
 class MultimodalModel(nn.Module):
-    """Encoders per modality, concatenated features, one linear head."""
+    """Encoders per modality, concatenated features, one linear head; with `bypass` (MMTM
+    modules between two staged image encoders, `inforeg.mmtm`), mid-fusion before the pooling."""
 
-    def __init__(self, encoders: Mapping[str, nn.Module], num_classes: int):
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        num_classes: int,
+        bypass: Mapping[str, nn.Module] | None = None,
+    ):
         super().__init__()
         self.encoders = nn.ModuleDict(dict(encoders))
         dims = [int(getattr(enc, "out_dim")) for enc in self.encoders.values()]  # noqa: B009
         self.head = nn.Linear(sum(dims), num_classes)
+        self.bypass = nn.ModuleDict(dict(bypass or {}))
+        """Cross-modal modules outside the encoders (empty for late fusion)."""
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.encoders.keys())
 
     def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
-        features = {
-            m: enc(batch[m], batch.get(f"{m}_mask")) for m, enc in self.encoders.items()
-        }  # m -> (B, D_m)
+        if len(self.bypass):
+            features = mmtm_features(self.encoders, self.bypass, batch)
+        else:
+            features = {
+                m: enc(batch[m], batch.get(f"{m}_mask")) for m, enc in self.encoders.items()
+            }  # m -> (B, D_m)
         logits = self.head(torch.cat(list(features.values()), dim=1))  # (B, C)
         return ModelOutput(logits=logits, features=features)
 
@@ -241,4 +303,7 @@ class MultimodalModel(nn.Module):
 def build_model(cfg: ModelConfig, spec: InputSpec, num_classes: int) -> MultimodalModel:
     """The model for `cfg`, sized by what the data provides (`spec`) and the class count."""
     encoders = {m: build_encoder(m, enc_cfg, spec) for m, enc_cfg in cfg.encoders.items()}
-    return MultimodalModel(encoders, num_classes)
+    model = MultimodalModel(encoders, num_classes)
+    if cfg.fusion == "mmtm":  # built after the head: encoders and head as the concat model's
+        model.bypass.update(build_bypass(encoders, cfg.mmtm_ratio))
+    return model

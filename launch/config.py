@@ -16,6 +16,7 @@ import torch
 
 from inforeg.config import RegulatorConfig
 from inforeg.model import ModelConfig
+from inforeg.regulators import regulator_class
 from launch.typed import ConfigError, apply_overrides, from_mapping, read_yaml, to_mapping
 from pipelines import PIPELINES, LoaderSpec
 
@@ -160,6 +161,14 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     regulator: RegulatorConfig = field(default_factory=RegulatorConfig)
     run: RunConfig
+
+    def __post_init__(self) -> None:
+        fusion = regulator_class(self.regulator.name).required_fusion
+        if fusion is not None and self.model.fusion != fusion:
+            raise ValueError(
+                f"regulator.name: {self.regulator.name} needs model.fusion: {fusion} (its "
+                f"cross-modal modules), got model.fusion: {self.model.fusion}"
+            )
 
 
 def lr_at(cfg: OptimConfig, epoch: int, epochs: int) -> float:

@@ -141,22 +141,28 @@ class ZeroGradients:
             raise ConfigError("the regulator expects one optimizer parameter group")
         by_id: dict[int, FlatGradients] = {}
         for flat in partitions:
-            segments = []
+            segments, bypass = [], []  # encoder parameters; cross-modal modules' (Greedy)
             for p in params:
                 mapping = getattr(p, "_hp_mapping", None)
-                if mapping is None or groups.index_of(p) is None:
+                if mapping is None:
                     continue
-                segment = groups.segment(
-                    p,
-                    start=int(mapping.hp_fragment_address.start),
-                    length=int(mapping.hp_fragment_address.numel),
-                    offset=int(mapping.lp_fragment_address.start),
-                )
+                where = {
+                    "start": int(mapping.hp_fragment_address.start),
+                    "length": int(mapping.hp_fragment_address.numel),
+                    "offset": int(mapping.lp_fragment_address.start),
+                }
+                segment = groups.segment(p, **where)
                 if segment is not None:
                     segments.append(segment)
+                else:
+                    extra = groups.bypass_segment(p, **where)
+                    if extra is not None:
+                        bypass.append(extra)
             # until the first bind, the view holds an unused placeholder of the same size
             placeholder = torch.empty_like(flat)
-            by_id[id(flat)] = FlatGradients(placeholder, flat, segments, groups)
+            by_id[id(flat)] = FlatGradients(
+                placeholder, flat, segments, groups, bypass_segments=bypass
+            )
         return ZeroGradients(list(by_id.values()), by_id)
 
     def bind(self, optimizer: torch.optim.Optimizer) -> None:

@@ -137,10 +137,19 @@ def mmtm_gates(
     bias)) and each branch's excitation ``sigmoid(W_m e + b_m)``. Rescale branch m by
     ``maps[m] * gate_m[..., None, None]``.
     """
-    if len(maps) != len(excite):
-        raise ValueError(f"{len(maps)} feature maps but {len(excite)} excitation layers")
-    squeezed = torch.cat([x.flatten(2).mean(-1) for x in maps], dim=1)  # (B, sum C_m)
-    e = torch.relu(F.linear(squeezed, *squeeze))
+    return mmtm_excite([x.flatten(2).mean(-1) for x in maps], squeeze, excite)
+
+
+def mmtm_excite(
+    squeezed: Sequence[Tensor],
+    squeeze: tuple[Tensor, Tensor],
+    excite: Sequence[tuple[Tensor, Tensor]],
+) -> list[Tensor]:
+    """`mmtm_gates` from the branches' squeezed maps, one (B, C_m) channel mean per branch (the
+    caller's squeeze: a clip's frames are averaged too, `inforeg.mmtm`)."""
+    if len(squeezed) != len(excite):
+        raise ValueError(f"{len(squeezed)} squeezed maps but {len(excite)} excitation layers")
+    e = torch.relu(F.linear(torch.cat(list(squeezed), dim=1), *squeeze))  # (B, hidden)
     return [torch.sigmoid(F.linear(e, w, b)) for w, b in excite]
 
 

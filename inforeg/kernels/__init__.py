@@ -17,8 +17,16 @@ from torch import Tensor
 from inforeg.kernels.flat import DEFAULT_CHUNK, moments_flat, regulate_flat
 from inforeg.kernels.foreach import regulate_foreach
 from inforeg.kernels.reference import moments_reference, regulate_reference
+from inforeg.kernels.squares import square_sums, square_sums_reference
 from inforeg.kernels.update import STATS, GradientUpdate
-from inforeg.kernels.views import FlatGradients, FlatSet, GradientView, ParamGradients, TensorSet
+from inforeg.kernels.views import (
+    FlatGradients,
+    FlatSet,
+    GradientView,
+    ParamGradients,
+    SquareSet,
+    TensorSet,
+)
 
 IMPLS = ("reference", "foreach", "flat")
 
@@ -31,10 +39,13 @@ __all__ = [
     "GradientUpdate",
     "GradientView",
     "ParamGradients",
+    "SquareSet",
     "TensorSet",
     "param_moments",
     "regulate_",
     "resolve_impl",
+    "square_sums",
+    "square_sums_reference",
 ]
 
 

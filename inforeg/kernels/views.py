@@ -42,6 +42,15 @@ class TensorSet:
 
 
 @dataclass
+class SquareSet:
+    """Gradient and weight pieces for Greedy's square sums (`inforeg.kernels.squares`)."""
+
+    grads: Sequence[Tensor]
+    weights: Sequence[Tensor]
+    rows: Tensor  # (K,) long: each piece's row of `ModalityGroups.square_rows`
+
+
+@dataclass
 class FlatSet:
     """One flat buffer for the flat implementation."""
 
@@ -86,6 +95,11 @@ class GradientView(ABC):
     @abstractmethod
     def device(self) -> torch.device: ...
 
+    @abstractmethod
+    def square_sets(self) -> list[SquareSet]:
+        """This view's encoder and bypass gradients and weights, cut into pieces that each
+        belong to one parameter (or to none: square row zero)."""
+
 
 class ParamGradients(GradientView):
     """Layout (a): the parameters' ``.grad``; a missing ``.grad`` counts as zeros (as in a flat
@@ -98,6 +112,11 @@ class ParamGradients(GradientView):
         self._anchors: list[Tensor] | None = None
         self._tensor_cache: dict[str, Any] = {}
         self._flat: _Flattened | None = _Flattened(self._params) if contiguous else None
+        self._bypass = groups.bypass_parameters()
+        self._bypass_flat: _Flattened | None = None
+        if contiguous and self._bypass:
+            self._bypass_flat = _Flattened(self._bypass)
+        self._square_cache: dict[str, Any] = {}
 
     @classmethod
     def from_groups(cls, groups: ModalityGroups, *, contiguous: bool = False) -> ParamGradients:
@@ -149,6 +168,35 @@ class ParamGradients(GradientView):
             cache=self._flat.cache,
         )
 
+    def square_sets(self) -> list[SquareSet]:
+        groups, cache = self.groups, self._square_cache
+        num_main = len(groups.params)
+        sets = []
+        for flat, params, first in (
+            (self._flat, self._params, 0),
+            (self._bypass_flat, self._bypass, num_main),
+        ):
+            if not params:
+                continue
+            if flat is None:  # separate tensors: the list is rebuilt every call
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                rows = torch.arange(first, first + len(params), device=self.device)
+                grads = [p.grad for p in params]
+                sets.append(SquareSet(grads, [p.detach() for p in params], rows))  # type: ignore[arg-type]
+                continue
+            flat.sync()
+            key = f"{first}"
+            if key not in cache:  # the buffers never change: split them once
+                sizes = [p.numel() for p in params]
+                rows = torch.arange(first, first + len(params), device=self.device)
+                cache[key] = SquareSet(
+                    flat.grad.split_with_sizes(sizes), flat.weight.split_with_sizes(sizes), rows
+                )
+            sets.append(cache[key])
+        return sets
+
     def snapshot_anchor(self) -> None:
         with torch.no_grad():
             if self._flat is not None:
@@ -191,6 +239,7 @@ class FlatGradients(GradientView):
         groups: ModalityGroups,
         *,
         partial: bool = True,
+        bypass_segments: Sequence[Segment] = (),
     ):
         if weight.dim() != 1 or not weight.is_floating_point():
             raise ValueError(
@@ -201,15 +250,27 @@ class FlatGradients(GradientView):
         self.weight = weight
         self.grad = self._checked_grad(grad)
         ordered = tuple(sorted(segments, key=lambda s: s.start))
-        end = 0
         for seg in ordered:
             groups.check_segment(seg)
+        for seg in bypass_segments:
+            groups.check_bypass_segment(seg)
+        every = sorted(
+            [(s, s.param) for s in ordered]
+            + [(s, len(groups.params) + s.param) for s in bypass_segments],
+            key=lambda pair: pair[0].start,
+        )
+        end = 0
+        for seg, _ in every:
             if seg.start < end:
                 raise ValueError(f"segment {seg} overlaps the previous one (ends at {end})")
             end = seg.start + seg.length
             if end > weight.numel():
                 raise ValueError(f"segment {seg} runs past the flat buffer ({weight.numel()})")
         self.segments = ordered
+        self.bypass_segments = tuple(bypass_segments)
+        self._square_plan = _square_plan(
+            every, weight.numel(), len(groups.params) + len(groups.bypass)
+        )
         self.anchor: Tensor | None = None
         self._cache: dict[str, Any] = {}
         self._tensor_cache: dict[str, Any] = {}
@@ -251,6 +312,21 @@ class FlatGradients(GradientView):
     def flat_set(self) -> FlatSet:
         return FlatSet(self.grad, self.weight, self.anchor, self.segments, self._cache)
 
+    def square_sets(self) -> list[SquareSet]:
+        sizes, rows = self._square_plan
+        if rows.device != self.device:
+            rows = rows.to(self.device)
+            self._square_plan = (sizes, rows)
+        cached = self._cache.get("square_views")
+        if cached is None or cached[0] is not self.grad:  # split once per gradient buffer
+            weights = self._cache.get("square_weights")
+            if weights is None:
+                weights = self.weight.split_with_sizes(sizes)
+                self._cache["square_weights"] = weights
+            cached = (self.grad, self.grad.split_with_sizes(sizes), weights)
+            self._cache["square_views"] = cached
+        return [SquareSet(cached[1], cached[2], rows)]
+
     def snapshot_anchor(self) -> None:
         with torch.no_grad():
             self.anchor = self.weight.float().clone()
@@ -264,6 +340,24 @@ class FlatGradients(GradientView):
             return
         _check_like("anchor", state, [self.weight])
         self.anchor = state[0].detach().to(self.device, torch.float32, copy=True)
+
+
+def _square_plan(
+    every: Sequence[tuple[Segment, int]], numel: int, zero_row: int
+) -> tuple[list[int], Tensor]:
+    """Split sizes covering a flat buffer and each piece's square row (`zero_row` for gaps)."""
+    sizes, rows, pos = [], [], 0
+    for seg, row in every:
+        if seg.start > pos:
+            sizes.append(seg.start - pos)
+            rows.append(zero_row)
+        sizes.append(seg.length)
+        rows.append(row)
+        pos = seg.start + seg.length
+    if numel > pos:
+        sizes.append(numel - pos)
+        rows.append(zero_row)
+    return sizes, torch.tensor(rows, dtype=torch.long)
 
 
 class _Flattened:

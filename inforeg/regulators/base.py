@@ -107,6 +107,8 @@ class Regulator:
     """``schedule: null`` resolves to this (InfoReg: window)."""
     fixed_score: ClassVar[str | None] = None
     """The score kind the method is defined on (None: ``regulator.score`` / the variant's)."""
+    required_fusion: ClassVar[str | None] = None
+    """The ``model.fusion`` the method needs (greedy: mmtm); None: any."""
     own_loss: ClassVar[str | None] = None
     """What the method trains on when it fixes its own loss (then ``unimodal_loss`` must stay
     false); None: the joint CE, plus the unimodal CEs with ``unimodal_loss``."""

@@ -30,6 +30,14 @@ def test_methods_bench_prints_each_method_against_joint(
     assert 0 < rows[1]["regulator_frac"] < 1
 
 
+def test_methods_name_their_fusion_and_greedy_gets_its_own() -> None:
+    from bench.methods import method_overrides
+
+    assert method_overrides("ogm") == ["regulator.name=ogm"]
+    assert method_overrides("joint@mmtm") == ["regulator.name=joint", "model.fusion=mmtm"]
+    assert method_overrides("greedy") == ["regulator.name=greedy", "model.fusion=mmtm"]
+
+
 def test_methods_bench_needs_joint_first(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["methods", "--config", "c.yaml", "--data", "d", "--methods", "ogm,joint"]
     assert main(args) == 2

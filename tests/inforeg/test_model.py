@@ -48,7 +48,7 @@ def test_bad_model_configs_name_the_field() -> None:
         EncoderConfig(kind="vit")
     with pytest.raises(ValueError, match=r"model\.encoders\.text\.kind"):
         ModelConfig(encoders={"text": EncoderConfig(kind="cnn")})
-    with pytest.raises(ValueError, match="only 'concat'"):
+    with pytest.raises(ValueError, match=r"model\.fusion must be one of"):
         ModelConfig(encoders={"audio": EncoderConfig(kind="cnn")}, fusion="film")
     with pytest.raises(ValueError, match="divisible"):
         EncoderConfig(kind="transformer", dim=10, heads=4)

@@ -11,8 +11,9 @@ NUM_CLASSES = 3
 SPEC = InputSpec(channels={"audio": 1, "video": 3}, vocab_size=40, text_len=6)
 
 
-def tiny_model(modalities: int = 2, seed: int = 0) -> MultimodalModel:
-    """audio, video (small CNNs) and, with three modalities, text (bag of embeddings)."""
+def tiny_model(modalities: int = 2, seed: int = 0, fusion: str = "concat") -> MultimodalModel:
+    """audio, video (small CNNs) and, with three modalities, text (bag of embeddings); `fusion`
+    mmtm couples the two CNNs by MMTM modules (`inforeg.mmtm`)."""
     encoders = {
         "audio": EncoderConfig(kind="cnn", width=4, dim=8),
         "video": EncoderConfig(kind="cnn", width=4, dim=8),
@@ -20,7 +21,8 @@ def tiny_model(modalities: int = 2, seed: int = 0) -> MultimodalModel:
     }
     names = list(encoders)[:modalities]
     torch.manual_seed(seed)
-    return build_model(ModelConfig(encoders={m: encoders[m] for m in names}), SPEC, NUM_CLASSES)
+    cfg = ModelConfig(encoders={m: encoders[m] for m in names}, fusion=fusion)
+    return build_model(cfg, SPEC, NUM_CLASSES)
 
 
 def tiny_batch(model: MultimodalModel, batch: int, seed: int) -> dict[str, Tensor]:

@@ -58,10 +58,14 @@ def test_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
         (["data.pipeline=tfrecord"], "data.pipeline: must be one of"),
         (["model.encoders.audio.kind=vit"], "encoder kind must be one of"),
         (["optim.lr=-1"], "optim.lr must be > 0"),
+        (["regulator.name=greedy"], "greedy needs model.fusion: mmtm"),
+        (["model.fusion=mmtm", "model.encoders.text.kind=mlp"], "exactly two encoders"),
     ]:
         with pytest.raises(ConfigError) as err:
             load_config(base, override)
         assert message in str(err.value) and str(base) in str(err.value)
+    greedy = load_config(base, ["regulator.name=greedy", "model.fusion=mmtm"])
+    assert greedy.model.fusion == "mmtm" and greedy.regulator.greedy_window == 5
     dup = tmp_path / "dup.yaml"
     dup.write_text("run: {epochs: 1}\nrun: {epochs: 2}\n")
     with pytest.raises(ConfigError, match="duplicate key 'run'"):

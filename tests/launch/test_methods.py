@@ -21,6 +21,7 @@ METHODS = {
     "agm": [],
     "gblending": ["regulator.gblending_super_epoch=1"],
     "mmpareto": [],
+    "greedy": ["model.fusion=mmtm", "regulator.greedy_starting_epoch=0"],
 }
 
 

@@ -45,17 +45,31 @@ def without_time(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records]
 
 
+GREEDY = ["regulator.name=greedy", "model.fusion=mmtm", "regulator.greedy_starting_epoch=0"]
+"""Greedy with its windows from the first step (its MMTM gates cut, its state moving)."""
+
+
 @pytest.mark.timeout(600)
-def test_zero_stages_give_the_same_parameters(tiny_shards: Path, tmp_path: Path) -> None:
-    """InfoReg regulating every step (schedule=always) in fp32: ZeRO 0, 1 and 2 agree."""
+@pytest.mark.parametrize(
+    ("method", "stages"),
+    [
+        (["regulator.name=inforeg", "regulator.schedule=always"], ("zero0", "zero1", "zero2")),
+        (GREEDY, ("zero0", "zero2")),
+    ],
+    ids=["inforeg", "greedy"],
+)
+def test_zero_stages_give_the_same_parameters(
+    tiny_shards: Path, tmp_path: Path, method: list[str], stages: tuple[str, ...]
+) -> None:
+    """A method regulating from the first step in fp32: the ZeRO stages agree."""
     runs = {}
-    for zero in ("zero0", "zero1", "zero2"):
+    for zero in stages:
         out = tmp_path / zero
-        args = train_args(tiny_shards, out, "regulator.name=inforeg", "regulator.schedule=always")
+        args = train_args(tiny_shards, out, *method)
         records = assert_ok(run_deepspeed([*args, "run.epochs=2"], zero=zero), out)
         assert any(r.get("regulated.audio") or r.get("regulated.video") for r in records)
         runs[zero] = weights(out)
-    for zero in ("zero1", "zero2"):
+    for zero in stages[1:]:
         for name, value in runs["zero0"].items():
             # Stated tolerance: 1e-6 absolute + 1e-5 relative (the stages reduce gradients with
             # different collectives; on 2 ranks they were bit-identical when measured).
@@ -97,9 +111,12 @@ def test_inforeg_star_under_torchrun(tiny_shards: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_killed_run_resumes_to_the_same_result(tiny_shards: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", [["regulator.name=inforeg"], GREEDY], ids=["inforeg", "greedy"])
+def test_killed_run_resumes_to_the_same_result(
+    tiny_shards: Path, tmp_path: Path, method: list[str]
+) -> None:
     """SIGKILL mid-run, then --resume auto: the same parameters (bit-identical) and metrics."""
-    common = ["regulator.name=inforeg", "run.epochs=4", "run.checkpoint_every=1"]
+    common = [*method, "run.epochs=4", "run.checkpoint_every=1"]
     whole = tmp_path / "whole"
     whole_records = assert_ok(run_deepspeed(train_args(tiny_shards, whole, *common)), whole)
 

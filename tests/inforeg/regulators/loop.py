@@ -12,7 +12,7 @@ from inforeg.config import RegulatorConfig
 from inforeg.groups import ModalityGroups
 from inforeg.kernels import ParamGradients
 from inforeg.model import MultimodalModel
-from inforeg.regulators import Regulator, build_regulator
+from inforeg.regulators import Regulator, build_regulator, regulator_class
 from tests.inforeg.tiny import tiny_batch, tiny_model
 
 
@@ -26,7 +26,8 @@ class Run:
 
 
 def make_run(cfg: RegulatorConfig, *, modalities: int = 2, seed: int = 0, contiguous=True) -> Run:
-    model = tiny_model(modalities, seed=seed)
+    fusion = regulator_class(cfg.name).required_fusion or "concat"  # greedy: mmtm
+    model = tiny_model(modalities, seed=seed, fusion=fusion)
     groups = ModalityGroups.from_model(model)
     view = ParamGradients(groups, contiguous=contiguous)
     reg = build_regulator(cfg, groups, view, model.head, encoders=model.encoders)

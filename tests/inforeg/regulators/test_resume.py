@@ -24,6 +24,8 @@ CONFIGS = {
     "gblending_window2": RegulatorConfig(name="gblending", gblending_super_epoch=2),
     "mmpareto": RegulatorConfig(name="mmpareto"),
     "mmpareto_foreach": RegulatorConfig(name="mmpareto", impl="foreach"),
+    "greedy": RegulatorConfig(name="greedy", greedy_starting_epoch=0),
+    "greedy_outside_foreach": RegulatorConfig(name="greedy", schedule="outside", impl="foreach"),
 }
 EPOCHS, STEPS, STOP = 3, 3, (1, 2)
 
