@@ -163,11 +163,17 @@ class TrainConfig:
     run: RunConfig
 
     def __post_init__(self) -> None:
-        fusion = regulator_class(self.regulator.name).required_fusion
+        method = regulator_class(self.regulator.name)
+        fusion = method.required_fusion
         if fusion is not None and self.model.fusion != fusion:
             raise ValueError(
-                f"regulator.name: {self.regulator.name} needs model.fusion: {fusion} (its "
+                f"regulator.name: {method.name} needs model.fusion: {fusion} (its "
                 f"cross-modal modules), got model.fusion: {self.model.fusion}"
+            )
+        if method.needs_encoders and self.model.fusion != "concat":
+            raise ValueError(
+                f"regulator.name: {method.name} runs the encoders on their own, which is not "
+                f"the model's function with model.fusion: {self.model.fusion}; use concat"
             )
 
 

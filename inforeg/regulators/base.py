@@ -188,6 +188,11 @@ class Regulator:
         self.head = head
         self.group = process_group
         self.encoder_modules = None if encoders is None else dict(encoders.items())
+        if self.needs_encoders and groups.bypass:
+            raise ValueError(
+                f"regulator.name: {self.name} runs the encoders on their own, which is not the "
+                "function of a model with cross-modal modules (model.fusion: mmtm)"
+            )
         self.modalities = groups.modalities
         self.partial = views[0].partial
         self.rank = dist.get_rank(process_group) if dist.is_initialized() else 0

@@ -59,6 +59,7 @@ def test_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
         (["model.encoders.audio.kind=vit"], "encoder kind must be one of"),
         (["optim.lr=-1"], "optim.lr must be > 0"),
         (["regulator.name=greedy"], "greedy needs model.fusion: mmtm"),
+        (["regulator.name=agm", "model.fusion=mmtm"], "agm runs the encoders on their own"),
         (["model.fusion=mmtm", "model.encoders.text.kind=mlp"], "exactly two encoders"),
     ]:
         with pytest.raises(ConfigError) as err:

@@ -185,3 +185,38 @@ def test_gblending_weights_come_from_the_windows_train_and_evaluation_losses():
     losses.append(F.cross_entropy(out.logits, labels))
     blended = sum(w * loss for w, loss in zip(expected.float(), losses, strict=True))
     torch.testing.assert_close(reg.loss(out, labels), blended)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m not in ("greedy", "agm", "mmpareto")])
+def test_every_method_that_reads_the_models_outputs_trains_an_mmtm_model(name):
+    model = tiny_model(2, fusion="mmtm")
+    groups = ModalityGroups.from_model(model)
+    cfg = RegulatorConfig(name=name, **EXTRA.get(name, {}))
+    reg = build_regulator(cfg, groups, ParamGradients(groups, contiguous=True), model.head)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for epoch in range(2):
+        reg.on_epoch_start(epoch)
+        for step in range(2):
+            batch = tiny_batch(model, 4, seed=10 * epoch + step)
+            loss = reg.loss(model(batch), batch["label"])
+            opt.zero_grad()
+            loss.backward()
+            reg.on_gradients()
+            opt.step()
+        reg.on_epoch_end(epoch)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not any(bool(m.cut.any()) for m in model.bypass.values())  # only Greedy cuts
+
+
+@pytest.mark.parametrize("name", ["agm", "mmpareto"])
+def test_methods_that_run_the_encoders_alone_refuse_an_mmtm_model(name):
+    model = tiny_model(2, fusion="mmtm")
+    groups = ModalityGroups.from_model(model)
+    with pytest.raises(ValueError, match=f"{name} runs the encoders on their own"):
+        build_regulator(
+            RegulatorConfig(name=name),
+            groups,
+            ParamGradients(groups),
+            model.head,
+            encoders=model.encoders,
+        )
