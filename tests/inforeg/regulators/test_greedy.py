@@ -107,3 +107,25 @@ def test_the_schedule_masks_the_cut_but_not_the_rule() -> None:
     assert r["care.audio"] == 1.0 and not any(bool(m.cut.any()) for m in reg.mmtm)
     r = step(model, reg, (0.1, 0.2, 0.3))
     assert (r["cared.audio"], r["regulated.audio"], r["window_step.audio"]) == (1.0, 0.0, 1.0)
+
+
+def test_the_audit_recomputes_care_and_window_steps_from_a_record() -> None:
+    model, reg = make(greedy_starting_epoch=0)
+    reg.on_epoch_start(0)
+    records = [
+        {"step": i, "epoch": 0, **step(model, reg, (0.1, 0.2, 0.3))} for i in range(7)
+    ]  # opens a window after step 0, closes it after step 5, opens another after step 6
+    cfg, mods, window = reg.cfg, reg.modalities, {"audio": False, "video": False}
+    for r in records:
+        assert GreedyRegulator.audit_step(r, mods, cfg, window) == [], r
+    for r, key in [
+        (records[0], "care.audio"),
+        (records[3], "care.audio"),
+        (records[5], "care.audio"),
+    ]:
+        bad = {**r, key: 1.0 - r[key]}
+        assert any(key in p for p in GreedyRegulator.audit_step(bad, mods, cfg, window))
+    bad = {**records[2], "window_step.audio": 7.0}  # past the window's five steps
+    assert GreedyRegulator.audit_step(bad, mods, cfg, window) != []
+    late = make(greedy_starting_epoch=3)[1].cfg  # before the starting epoch nothing is cared for
+    assert GreedyRegulator.audit_step(records[0], mods, late, window) != []
