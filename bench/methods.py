@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from inforeg.regulators import regulator_class
+from launch.distributed import LAUNCHER_ENV
 from launch.records import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,11 +77,20 @@ def command(args: argparse.Namespace, method: str, out: Path) -> list[str]:
     return [sys.executable, *train]
 
 
+def single_env() -> dict[str, str]:
+    """This environment without a launcher's variables: each measured run is one process of its
+    own (a process that trained in-process before keeps them, and its MASTER_PORT is taken)."""
+    drop = {*LAUNCHER_ENV, "LOCAL_WORLD_SIZE"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def measure(args: argparse.Namespace, method: str) -> dict[str, float]:
     """One training run of `method`: its mean step time (ms) and regulator share."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{method}-") as tmp:
         out = Path(tmp) / "run"
-        proc = subprocess.run(command(args, method, out), cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            command(args, method, out), cwd=ROOT, capture_output=True, text=True, env=single_env()
+        )
         if proc.returncode != 0:
             print(proc.stdout[-2000:] + proc.stderr[-4000:], file=sys.stderr)
             raise ValueError(f"the {method} run failed (exit {proc.returncode})")
