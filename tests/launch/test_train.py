@@ -54,7 +54,7 @@ GREEDY = ["regulator.name=greedy", "model.fusion=mmtm", "regulator.greedy_starti
     ("method", "stages"),
     [
         (["regulator.name=inforeg", "regulator.schedule=always"], ("zero0", "zero1", "zero2")),
-        (GREEDY, ("zero0", "zero2")),
+        (GREEDY, ("zero0", "zero1", "zero2")),
     ],
     ids=["inforeg", "greedy"],
 )
