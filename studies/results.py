@@ -23,9 +23,11 @@ from typing import Any
 
 from launch.records import EpochRecord, RunRecords, StepRecord, parse_run
 
-GROUPS = ("joint_loss", "unimodal_loss", "ablation", "reference")
+GROUPS = ("joint_loss", "unimodal_loss", "schedule", "dose", "reference")
 """Where a method's row goes: the paper's Table 2 (joint loss only), Table 3 (unimodal losses
-added), Table 4 (when InfoReg regulates), or the unimodal references (each encoder alone)."""
+added), Table 4 (a method regulating only inside or only outside the window, or always where
+that is not its own default), the dose-response series (InfoReg at other thresholds), or the
+unimodal references (each encoder alone)."""
 
 Z = 2.0
 """A difference "holds" when it exceeds Z standard errors of the difference of means."""
@@ -39,6 +41,14 @@ class Method:
     """As printed in the tables."""
     group: str
     """One of GROUPS."""
+    config: str = ""
+    """The stem of configs/<study>/<config>.yaml it trains; "" = the key."""
+    overrides: tuple[str, ...] = ()
+    """Config overrides on top of that file (a schedule, a threshold)."""
+
+    @property
+    def config_stem(self) -> str:
+        return self.config or self.key
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:

@@ -39,7 +39,10 @@ from typing import Any
 
 from launch.checkpoint import find_latest
 from launch.config import config_to_dict, load_config
+from studies import calibration
 from studies.avmnist import STUDIES, Study
+from studies.calibration import Candidate
+from studies.results import Method, Run, load_run
 from studies.results_doc import write_study_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,23 +82,30 @@ class RunSpec:
 def plan(
     study: Study,
     out: Path,
-    seeds: int,
+    seeds: Sequence[int],
     epochs: int | None = None,
     methods: Sequence[str] | None = None,
+    recipe: Sequence[str] = (),
+    extra: Sequence[Method] = (),
+    folder: str = "runs",
 ) -> list[RunSpec]:
-    """The study's runs, seed-major (every method of seed 0 first), so a study cut short still
-    has whole rows of seeds."""
-    keys = [m.key for m in study.methods]
+    """The study's runs, seed-major (every method of the first seed first), so a study cut short
+    still has whole rows of seeds. `recipe`: the calibrated recipe's overrides, applied to every
+    run; `extra`: methods beyond the study's list (the dose-response series)."""
+    every = [*study.methods, *extra]
+    keys = [m.key for m in every]
     chosen = list(methods) if methods else keys
     unknown = sorted(set(chosen) - set(keys))
     if unknown:
         raise StudyError(f"--methods: unknown {unknown}; the {study.name} study has {keys}")
     specs = []
-    for seed in range(seeds):
-        for key in (k for k in keys if k in chosen):
-            run_dir = out / "runs" / key / f"seed{seed}"
+    for seed in seeds:
+        for method in (m for m in every if m.key in chosen):
+            run_dir = out / folder / method.key / f"seed{seed}"
             overrides = [
                 f"data.dir={out / 'shards'}",
+                *recipe,
+                *method.overrides,
                 f"run.seed={seed}",
                 f"regulator.noise_seed={seed}",
                 f"run.out_dir={run_dir}",
@@ -104,9 +114,9 @@ def plan(
                 overrides.append(f"run.epochs={epochs}")
             specs.append(
                 RunSpec(
-                    method=key,
+                    method=method.key,
                     seed=seed,
-                    config=study.config_path(ROOT, key),
+                    config=study.config_path(ROOT, method.config_stem),
                     out_dir=run_dir,
                     overrides=tuple(overrides),
                 )
@@ -217,6 +227,70 @@ def run_all(
             out.close()
 
 
+def train(
+    specs: Sequence[RunSpec], parallel: int, session: Session, train_missing: bool
+) -> list[RunSpec]:
+    """Train the specs that are not finished (when `train_missing`); return those still missing.
+    StudyError when a run fails."""
+    todo = [s for s in specs if run_state(s, expected_config(s)) != "done"]
+    if todo and train_missing:
+        run_all(todo, parallel, session, lambda s: print(s, flush=True))
+        if session.failed:
+            raise StudyError(f"{len(session.failed)} run(s) failed: {sorted(session.failed)}")
+        todo = [s for s in specs if run_state(s, expected_config(s)) != "done"]
+    return todo
+
+
+def load_runs(specs: Sequence[RunSpec]) -> list[Run]:
+    return [load_run(s.out_dir / "metrics.jsonl", s.method, s.seed) for s in specs]
+
+
+def calibrate(
+    study: Study, out: Path, parallel: int, session: Session, train_missing: bool = True
+) -> dict[str, Any]:
+    """Protocol section 1: try the candidates in order with unregulated runs on the calibration
+    seeds (joint first; the encoders alone only where joint meets C1), stop at the first that
+    meets every criterion, choose, and fix the dose thresholds; OUT/calibration/calibration.json.
+    Every figure is recomputed from the runs, so re-running only trains what is missing."""
+    results: dict[str, dict[str, Any]] = {}
+    joint_runs: dict[str, list[Run]] = {}
+    for candidate in study.candidates:
+
+        def specs(methods: Sequence[str], chosen: Candidate = candidate) -> list[RunSpec]:
+            seeds = study.calibration_seeds
+            return plan(study, out, seeds, None, methods, chosen.overrides(),
+                        folder=f"calibration/{chosen.name}")  # fmt: skip
+
+        joint_key, *alone_keys = study.calibration_methods
+        if train(specs([joint_key]), parallel, session, train_missing):
+            raise StudyError(f"calibration {candidate.name}: joint runs missing (--report-only)")
+        joint_runs[candidate.name] = load_runs(specs([joint_key]))
+        result = calibration.evaluate(joint_runs[candidate.name], {}, study.strong, study.weak,
+                                      study.criteria)  # fmt: skip
+        if result["C1"]["met"]:
+            if train(specs(alone_keys), parallel, session, train_missing):
+                raise StudyError(f"calibration {candidate.name}: runs missing (--report-only)")
+            alone = {k.removesuffix("_only"): load_runs(specs([k])) for k in alone_keys}
+            result = calibration.evaluate(joint_runs[candidate.name], alone, study.strong,
+                                          study.weak, study.criteria)  # fmt: skip
+        results[candidate.name] = {"overrides": list(candidate.overrides()), **result}
+        print(f"study: calibration {candidate.name}: " + ", ".join(
+            f"{c} {'met' if result[c]['met'] else 'not met' if result[c]['met'] is False else '-'}"
+            for c in ("C1", "C2", "C3")), flush=True)  # fmt: skip
+        if calibration.meets_all(result):
+            break
+    order = [c.name for c in study.candidates]
+    chosen, why = calibration.choose(results, order)
+    dose = calibration.dose_thresholds(joint_runs[chosen], study.strong, study.dose_grid)
+    summary = {"order": order, "candidates": results, "chosen": chosen, "why": why,
+               "seeds": list(study.calibration_seeds), "dose": dose}  # fmt: skip
+    path = out / "calibration" / "calibration.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"study: calibration chose {chosen} ({why}); dose thresholds {dose['thresholds']}")
+    return summary
+
+
 def record_session(out: Path, session: Session) -> list[dict[str, Any]]:
     path = out / "study.json"
     sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
@@ -246,7 +320,7 @@ def build_dataset(study: Study, source: Path, out: Path, log: Callable[[str], No
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("study", choices=sorted(STUDIES))
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per method")
     p.add_argument("--parallel", type=int, default=2, help="runs trained at the same time")
     p.add_argument("--out", type=Path, default=None, help="default runs/study-<study>")
     p.add_argument("--source", type=Path, default=Path("../shared/data"))
@@ -255,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"))
     p.add_argument("--results-dir", type=Path, default=None, help="default docs/results/<study>")
     p.add_argument("--report-only", action="store_true", help="no data build, no training")
+    p.add_argument("--calibrate-only", action="store_true", help="stop after the calibration")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.parallel < 1:
         p.error("--seeds and --parallel must be >= 1")
@@ -262,40 +337,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path(f"runs/study-{study.name}")
     results_dir = args.results_dir or Path("docs/results") / study.name
     methods = [m for m in args.methods.split(",") if m] or None
-
+    session = Session(parallel=args.parallel)
+    train_missing = not args.report_only
     try:
-        specs = plan(study, out, args.seeds, args.epochs, methods)
-        states = {s.name: run_state(s, expected_config(s)) for s in specs}
-        todo = [s for s in specs if states[s.name] != "done"]
-        session = Session(
-            parallel=args.parallel, skipped=[s.name for s in specs if states[s.name] == "done"]
-        )
-        print(
-            f"study {study.name}: {len(specs)} runs, {len(specs) - len(todo)} finished, "
-            f"{sum(states[s.name] == 'resume' for s in todo)} to resume, "
-            f"{sum(states[s.name] == 'new' for s in todo)} to start; out {out}",
-            flush=True,
-        )
-        if todo and not args.report_only:
+        if train_missing:
             out.mkdir(parents=True, exist_ok=True)
             build_dataset(study, args.source, out, lambda s: print(s, flush=True))
-            run_all(todo, args.parallel, session, lambda s: print(s, flush=True))
-            session.finished = time.time()
-            record_session(out, session)
-            if session.failed:
-                print(f"study: {len(session.failed)} run(s) failed: {sorted(session.failed)}")
-                return 1
-        missing = [s.name for s in specs if run_state(s, expected_config(s)) != "done"]
+        chosen = calibrate(study, out, args.parallel, session, train_missing)
+        if args.calibrate_only:
+            return finish(out, session, train_missing)
+        recipe = study.candidate(chosen["chosen"]).overrides()
+        dose = study.dose_methods(chosen["dose"]["thresholds"])
+        specs = plan(study, out, range(args.seeds), args.epochs, methods, recipe, dose)
+        states = {s.name: run_state(s, expected_config(s)) for s in specs}
+        session.skipped = [s.name for s in specs if states[s.name] == "done"]
+        print(
+            f"study {study.name}: {len(specs)} runs, {len(session.skipped)} finished, "
+            f"{sum(v == 'resume' for v in states.values())} to resume, "
+            f"{sum(v == 'new' for v in states.values())} to start; out {out}",
+            flush=True,
+        )
+        missing = train(specs, args.parallel, session, train_missing)
+        finish(out, session, train_missing)
         if missing:
-            print(f"study: not finished, no report: {missing}", file=sys.stderr)
+            print(f"study: not finished, no report: {[s.name for s in missing]}", file=sys.stderr)
             return 1
     except StudyError as e:
+        finish(out, session, train_missing)
         print(f"study: {e}", file=sys.stderr)
         return 2
 
     paths = write_study_report(study, specs, out, args.report, results_dir, ROOT)
     for path in paths:
         print(f"study: wrote {path}")
+    return 0
+
+
+def finish(out: Path, session: Session, trained: bool) -> int:
+    """Record this invocation's session (when it could train) in OUT/study.json."""
+    if trained and (session.trained or session.failed):
+        session.finished = time.time()
+        record_session(out, session)
     return 0
 
 
