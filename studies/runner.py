@@ -180,6 +180,29 @@ class Session:
         return out
 
 
+def code_state(root: Path = ROOT) -> dict[str, Any]:
+    """The checkout's commit and whether tracked files differ from it ({} outside git)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD").strip()
+    if not commit:
+        return {}
+    dirty = [line[3:] for line in git("status", "--porcelain", "-uno").splitlines()]
+    return {"commit": commit, "dirty": dirty}
+
+
+def record_provenance(run_dir: Path) -> None:
+    """Append to RUN/provenance.json when (UTC) and from which commit this invocation started
+    the run: the report checks each regulated run against the protocol's commit."""
+    path = run_dir / "provenance.json"
+    starts = json.loads(path.read_text())["starts"] if path.is_file() else []
+    starts.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **code_state()})
+    path.write_text(json.dumps({"starts": starts}, indent=1) + "\n")
+
+
 def run_all(
     specs: Sequence[RunSpec],
     parallel: int,
@@ -196,6 +219,7 @@ def run_all(
             while pending and len(running) < parallel:
                 spec = pending.pop(0)
                 spec.out_dir.mkdir(parents=True, exist_ok=True)
+                record_provenance(spec.out_dir)
                 out = (spec.out_dir / "train.log").open("ab")
                 proc = subprocess.Popen(spec.command(python), stdout=out, stderr=subprocess.STDOUT)
                 running[spec.name] = (spec, proc, time.perf_counter(), out)
