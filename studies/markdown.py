@@ -31,7 +31,7 @@ TITLES = {
     "joint_loss": "joint loss only (paper Table 2)",
     "unimodal_loss": "unimodal losses added (paper Table 3)",
     "reference": "unimodal references (each encoder trained alone)",
-    "ablation": "when InfoReg regulates (paper Table 4)",
+    "schedule": "when the methods regulate (paper Table 4)",
 }
 """The heading of each group's block in the results tables."""
 ABLATION = ("joint", "inforeg", "inforeg_always", "inforeg_outside")
@@ -198,8 +198,8 @@ def render_markdown(
     main = results_table(
         study.methods, agg, modalities, ("joint_loss", "unimodal_loss", "reference"), TITLES
     )
-    ablation_methods = [replace(by_key[k], group="ablation") for k in ABLATION if k in by_key]
-    ablation = results_table(ablation_methods, agg, modalities, ("ablation",), TITLES)
+    ablation_methods = [replace(by_key[k], group="schedule") for k in ABLATION if k in by_key]
+    ablation = results_table(ablation_methods, agg, modalities, ("schedule",), TITLES)
     windows = windows_table(
         groups, [by_key[k] for k in ("joint", *study.alpha_methods) if k in by_key], modalities
     )

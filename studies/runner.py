@@ -39,6 +39,7 @@ from typing import Any
 
 from launch.checkpoint import find_latest
 from launch.config import config_to_dict, load_config
+from launch.typed import ConfigError
 from studies import calibration
 from studies.avmnist import STUDIES, Study
 from studies.calibration import Candidate
@@ -82,7 +83,7 @@ class RunSpec:
 def plan(
     study: Study,
     out: Path,
-    seeds: Sequence[int],
+    seeds: int | Sequence[int],
     epochs: int | None = None,
     methods: Sequence[str] | None = None,
     recipe: Sequence[str] = (),
@@ -90,8 +91,9 @@ def plan(
     folder: str = "runs",
 ) -> list[RunSpec]:
     """The study's runs, seed-major (every method of the first seed first), so a study cut short
-    still has whole rows of seeds. `recipe`: the calibrated recipe's overrides, applied to every
-    run; `extra`: methods beyond the study's list (the dose-response series)."""
+    still has whole rows of seeds. `seeds`: a count (0..n-1) or the seeds; `recipe`: the
+    calibrated recipe's overrides, applied to every run; `extra`: methods beyond the study's
+    list (the dose-response series)."""
     every = [*study.methods, *extra]
     keys = [m.key for m in every]
     chosen = list(methods) if methods else keys
@@ -99,7 +101,7 @@ def plan(
     if unknown:
         raise StudyError(f"--methods: unknown {unknown}; the {study.name} study has {keys}")
     specs = []
-    for seed in seeds:
+    for seed in range(seeds) if isinstance(seeds, int) else seeds:
         for method in (m for m in every if m.key in chosen):
             run_dir = out / folder / method.key / f"seed{seed}"
             overrides = [
@@ -251,6 +253,20 @@ def run_all(
             out.close()
 
 
+def runnable(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], dict[str, str]]:
+    """The specs whose configuration builds, and method -> the configuration error of those
+    that do not (protocol section 2: reported as not run, never replaced by something else)."""
+    ok, errors = [], {}
+    for spec in specs:
+        try:
+            expected_config(spec)
+        except (ConfigError, ValueError) as e:
+            errors.setdefault(spec.method, str(e))
+            continue
+        ok.append(spec)
+    return ok, errors
+
+
 def train(
     specs: Sequence[RunSpec], parallel: int, session: Session, train_missing: bool
 ) -> list[RunSpec]:
@@ -372,7 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return finish(out, session, train_missing)
         recipe = study.candidate(chosen["chosen"]).overrides()
         dose = study.dose_methods(chosen["dose"]["thresholds"])
-        specs = plan(study, out, range(args.seeds), args.epochs, methods, recipe, dose)
+        planned = plan(study, out, range(args.seeds), args.epochs, methods, recipe, dose)
+        specs, not_run = runnable(planned)
+        (out / "not_run.json").write_text(json.dumps(not_run, indent=1) + "\n")
+        for key, error in not_run.items():
+            print(f"study: {key} cannot run, reported as not run: {error}", flush=True)
         states = {s.name: run_state(s, expected_config(s)) for s in specs}
         session.skipped = [s.name for s in specs if states[s.name] == "done"]
         print(
