@@ -256,7 +256,8 @@ def run_all(
 def runnable(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], dict[str, str]]:
     """The specs whose configuration builds, and method -> the configuration error of those
     that do not (protocol section 2: reported as not run, never replaced by something else)."""
-    ok, errors = [], {}
+    ok: list[RunSpec] = []
+    errors: dict[str, str] = {}
     for spec in specs:
         try:
             expected_config(spec)
