@@ -159,19 +159,24 @@ reached 0.97 test accuracy on log-mel and 0.63 on the 129-bin log-STFT.
 **Model and training.** Late fusion as in the paper (METHOD.md): one small CNN per modality
 (four stride-2 conv-BN-ReLU stages, width 16, a 64-d projection; video frames are encoded one by
 one and averaged), the features concatenated into one linear head whose slices give the
-unimodal branch predictions. The official InfoReg code's optimiser and schedule: SGD, momentum
-0.9, weight decay 1e-4, lr 0.002, StepLR(30, 0.1), here {epochs} epochs at batch 32; FFCV
-loader, one process and one thread per run, {parallel} runs at a time. Seeds 0-{last_seed}
-(the seed sets the initial weights, the sample order, the crops and OGM-GE's noise).
+unimodal branch predictions (Greedy alone adds MMTM modules between the two trunks). The
+official InfoReg code's optimiser: SGD, momentum 0.9, weight decay 1e-4. The recipe (batch size,
+learning rate, epochs, learning-rate step) is the calibration's choice (below, and
+`docs/study-protocol.md`): batch {batch_size}, lr {lr}, {epochs} epochs, StepLR({step_size},
+{gamma}). FFCV loader, one process and one thread per run, {parallel} runs at a time. Seeds
+0-{last_seed} (the seed sets the initial weights, the sample order, the crops and any method's
+noise); the calibration used seeds {calibration_seeds}, which the study never uses.
 
-**Methods** (each `configs/avmnist/<key>.yaml`, identical but for the regulator):
-joint training; OGM-GE (alpha 0.8, all epochs); InfoReg as the paper (Eq. 8-16: NLL scores,
-beta 0.9, K 0.04, window test per modality from epoch 2); Joint* and InfoReg* (the unimodal
-cross-entropies added, paper Table 3); InfoReg as its official code does it (the code's batch-sum
-probability scores, alpha 0.95 / 0.1 x exp(tanh(gap)), one window test on the audio trace's
-10-epoch moving averages from epoch 0, and, as that code always does, the unimodal losses
-added: it pairs with Joint*); and the paper's Table 4 ablations, InfoReg regulating in every
-epoch or only outside the window.
+**Methods** (each `configs/avmnist/<config>.yaml`, identical but for the regulator, with the
+authors' default hyper-parameters, none tuned here; `docs/methods.md` has each one's maths and
+source): Table 2 (joint loss only): joint training, OGM and OGM-GE (alpha 0.8), Greedy (MMTM,
+epsilon 0.01, window 5), PMR, AGM (alpha 1, modulation in epochs 0-19), InfoReg as the paper
+(NLL scores, beta 0.9, K 0.04, a window test per modality from epoch 2). Table 3 (the unimodal
+cross-entropies added): Joint*, G-Blending, MMPareto, InfoReg*, and InfoReg as its official
+code does it (batch-sum probability scores, alpha 0.95 / 0.1 x exp(tanh(gap)), one window test
+on the audio trace's 10-epoch moving averages). Table 4: OGM, AGM, PMR and InfoReg each over
+the whole training, only inside the window and only outside it (`regulator.schedule`). The
+dose-response series: InfoReg at the thresholds the calibration fixed.
 """
 
 AVMNIST = Study(

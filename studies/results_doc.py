@@ -161,7 +161,14 @@ def setup_text(
     """The study's setup section, filled in from the dataset that was built and the sessions."""
     info = json.loads((out / "shards" / "dataset.json").read_text())
     opts = study.build_options
+    calibration = json.loads((out / "calibration" / "calibration.json").read_text())
+    recipe = study.candidate(calibration["chosen"])
     return study.setup.format(
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        step_size=recipe.step_size,
+        gamma=recipe.gamma,
+        calibration_seeds=", ".join(str(s) for s in calibration["seeds"]),
         n_train=info["splits"]["train"]["samples"],
         n_test=info["splits"]["test"]["samples"],
         audio_seconds=float(opts["audio_seconds"]),

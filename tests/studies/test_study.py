@@ -272,6 +272,10 @@ def test_report_from_synthetic_runs(tmp_path: Path) -> None:
             }
         )
     )
+    (out / "calibration").mkdir()
+    (out / "calibration" / "calibration.json").write_text(
+        json.dumps({"chosen": "b128", "seeds": [100, 101, 102]})
+    )
     report = tmp_path / "docs" / "RESULTS.md"
     paths = write_study_report(AVMNIST, specs, out, report, tmp_path / "docs" / "r", ROOT)
     assert all(p.is_file() for p in paths)
