@@ -1,7 +1,9 @@
-"""Run a study end to end: build its dataset, train its methods x seeds, write its report.
+"""Run a study end to end: build its dataset, calibrate its recipe, train its methods x seeds,
+write its report (docs/study-protocol.md is the protocol it follows).
 
-    python -m studies.runner avmnist [--seeds 3] [--parallel 2] [--out runs/study-avmnist]
+    python -m studies.runner avmnist [--seeds 5] [--parallel 2] [--out runs/study-avmnist]
                                    [--epochs N] [--methods joint,inforeg] [--report-only]
+                                   [--calibrate-only]
 
 (`make study-avmnist`.) Steps, each skipped when already done so that re-running is cheap and a
 killed study continues where it stopped:
@@ -9,12 +11,19 @@ killed study continues where it stopped:
 1. data: the source folder is checked against its SHA256SUMS; the manifest is rendered unless
    ``OUT/raw/avmnist.json`` records the same options; ``inforeg-preprocess build`` writes the
    FFCV shards, or confirms (re-hashing them) that ``OUT/shards`` is up to date;
-2. runs: one single-process trainer per (method, seed), ``--parallel`` at a time with
-   ``run.threads=1`` (independent runs use the cores better than one run on several threads).
-   A run whose ``summary.json`` says it finished is skipped; any other run is started with
-   ``--resume auto`` (it continues from its latest complete checkpoint, if any). A run folder
-   holding another configuration stops the study rather than being overwritten;
-3. report: `studies.results` aggregates every run's ``metrics.jsonl``; `studies.results_doc`
+2. calibration (`calibrate`): the study's candidate recipes in order, with unregulated runs
+   only (joint training, then the encoders alone) on calibration seeds the study never uses,
+   under ``OUT/calibration/<candidate>/``; the first candidate meeting every criterion is the
+   recipe, and the dose-response thresholds are replayed on its joint traces
+   (``OUT/calibration/calibration.json``, recomputed from the runs on every invocation);
+3. runs: one single-process trainer per (method, seed) with the chosen recipe, ``--parallel`` at
+   a time with ``run.threads=1`` (independent runs use the cores better than one run on several
+   threads). A run whose ``summary.json`` says it finished is skipped; any other run is started
+   with ``--resume auto`` (it continues from its latest complete checkpoint, if any). A run
+   folder holding another configuration stops the study rather than being overwritten; a
+   method whose configuration does not build is reported as not run (``OUT/not_run.json``).
+   Each start is recorded with its commit in the run's ``provenance.json``;
+4. report: `studies.results` aggregates every run's ``metrics.jsonl``; `studies.results_doc`
    writes the figures (`studies.figures`), the markdown (`studies.markdown`, ``docs/RESULTS.md``)
    and the small result files.
 
