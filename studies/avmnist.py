@@ -247,6 +247,8 @@ AVMNIST = Study(
         Candidate(name="b64", batch_size=64, lr=0.001, epochs=30, step_size=20),
         Candidate(name="b128", batch_size=128, lr=0.002, epochs=30, step_size=20),
         Candidate(name="b256", batch_size=256, lr=0.004, epochs=30, step_size=20),
+        # appended after b64 and b128 failed C1 (protocol section 6)
+        Candidate(name="b256_lr2", batch_size=256, lr=0.002, epochs=30, step_size=20),
     ),
 )
 
