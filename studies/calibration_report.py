@@ -217,8 +217,8 @@ def calibration_lines(view: CalibrationView | None, study: Study, figure: str) -
         f"![calibration]({figure})",
         "",
         f"Calibration joint runs, one panel per candidate and seed: each modality's information "
-        f"amount per epoch, shaded in the epochs its window (the paper's test, K = "
-        f"{calibration.PAPER_K}) was open.",
+        f"amount per epoch; the strips along the top mark, in its color, the epochs its window "
+        f"(the paper's test, K = {calibration.PAPER_K}) was open.",
         "",
     ]
     return lines

@@ -2,8 +2,8 @@
 
 PNG files, in the study's results folder:
 - ``information.png``: each modality's information amount per epoch (mean over seeds, thin lines
-  per seed) for joint training and InfoReg, each epoch shaded by the fraction of seeds whose
-  window was open (the paper's Fig. 1);
+  per seed) for joint training and InfoReg, with the epochs each modality's window was open
+  marked along the top (the paper's Fig. 1);
 - ``alpha.png``: the coefficient applied to each modality over training (0 where not
   regulated), mean over seeds, one panel per InfoReg configuration (OGM-GE: its gradient scale);
 - ``branch_accuracy.png``: each modality's branch accuracy per epoch for every method, with the
@@ -97,8 +97,9 @@ def _number(value: float | None) -> float | None:
 
 
 def draw_traces(ax: Any, runs: Sequence[Run], title: str) -> None:
-    """Each modality's information amount per epoch (thin: seeds; thick: their mean), each epoch
-    shaded by the share of runs whose window for that modality was open."""
+    """Each modality's information amount per epoch (thin: seeds; thick: their mean) and, in a
+    strip of its color along the top, the epochs its window was open (darker when more of the
+    runs agree)."""
     for i, m in enumerate(runs[0].modalities):
         color = f"C{i}"
         for run in runs:
@@ -113,12 +114,18 @@ def draw_traces(ax: Any, runs: Sequence[Run], title: str) -> None:
         if len(runs) > 1:
             x, y = epoch_mean(runs, m, lambda e: e.trace)
             ax.plot(x, y, color=color, lw=2, label=f"{m} (mean of {len(runs)} seeds)")
+        # one strip per modality along the top (so two open windows do not blend)
+        top = 1.0 - 0.06 * i
         for t, frac in window_fraction(runs, m).items():
             if frac > 0:
-                ax.axvspan(t - 0.5, t + 0.5, color=color, alpha=0.25 * frac, lw=0)
+                ax.axvspan(
+                    t - 0.5, t + 0.5, top - 0.06, top, color=color, alpha=0.25 + 0.6 * frac, lw=0
+                )
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + 0.2 * (hi - lo))  # headroom: the strips stay above the curves
     ax.set(title=title, xlabel="epoch", ylabel="information amount (Fisher trace)")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center right")
 
 
 def plot_information(
@@ -128,7 +135,7 @@ def plot_information(
     fig, axes = pyplot().subplots(1, len(shown), figsize=(5.2 * len(shown), 3.6), squeeze=False)
     for ax, method in zip(axes[0], shown, strict=True):
         draw_traces(ax, groups[method.key], method.label)
-    fig.suptitle("Information amount per modality; shading: share of seeds with the window open")
+    fig.suptitle("Information amount per modality; top strips: window open (darker: more seeds)")
     close_figure(fig, path, dpi=110)
 
 
@@ -143,7 +150,7 @@ def plot_calibration(joint: Mapping[str, Sequence[Run]], path: Path) -> None:
             ax.axis("off")
         for ax, run in zip(row, runs, strict=False):
             draw_traces(ax, [run], f"{name}, joint training, seed {run.seed}")
-    fig.suptitle("Calibration: joint training's information amounts; shading: window open")
+    fig.suptitle("Calibration: joint training's information amounts; top strips: window open")
     close_figure(fig, path, dpi=100)
 
 

@@ -238,9 +238,9 @@ def figure_lines(figures: Mapping[str, str]) -> list[str]:
         "",
         f"![information]({figures['information']})",
         "",
-        "Thin lines: single seeds; thick: their mean. An epoch is shaded in a modality's color "
-        "where that modality's window was open, darker when more seeds agree. Joint training "
-        "regulates nothing but records the same traces and window decisions.",
+        "Thin lines: single seeds; thick: their mean. The strips along the top mark, in each "
+        "modality's color, the epochs its window was open, darker when more seeds agree. Joint "
+        "training regulates nothing but records the same traces and window decisions.",
         "",
         "## Branch accuracy over training",
         "",
