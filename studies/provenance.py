@@ -25,6 +25,9 @@ class Protocol:
     commit: str
     time: datetime
     """The commit's committer time (timezone-aware)."""
+    changes: tuple[tuple[str, str, str], ...] = ()
+    """Later commits to the protocol file, oldest first: (short hash, ISO time, subject); the
+    protocol's section 6 says what each changed and why."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,14 +53,22 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def protocol_commit(root: Path, path: str = PROTOCOL) -> Protocol | None:
-    """The commit that added `path` and its time (None outside git or when never added)."""
+    """The commit that added `path`, its time and the later commits to it (None outside git or
+    when never added)."""
     done = _git(root, "log", "--diff-filter=A", "--format=%H %cI", "--", path)
     lines = done.stdout.split() if done.returncode == 0 else []
     if len(lines) < 2:
         return None
     # several adds (deleted and re-added): the first one fixed the protocol
     commit, when = lines[-2], lines[-1]
-    return Protocol(commit=commit, time=datetime.fromisoformat(when))
+    later = _git(
+        root, "log", "--reverse", "--format=%h%x09%cI%x09%s", f"{commit}..HEAD", "--", path
+    )
+    changes = tuple(
+        (h, t, subject)
+        for h, t, subject in (line.split("\t", 2) for line in later.stdout.splitlines() if line)
+    )
+    return Protocol(commit=commit, time=datetime.fromisoformat(when), changes=changes)
 
 
 def git_is_ancestor(root: Path) -> Callable[[str, str], bool]:
@@ -135,6 +146,20 @@ def provenance_lines(protocol: Protocol | None, checked: Sequence[RunProvenance]
             lines.append(f"- `{p.run}`: {p.status}")
     if len(ok) < len(checked):
         lines.append("")
+    if protocol.changes:
+
+        def when(t: str) -> str:
+            if not starts:
+                return ""
+            before = parse_time(t) < parse_time(starts[0])
+            return ", before the first regulated run" if before else ", **after** it started"
+
+        lines += [
+            "Later commits to the protocol (its section 6 says what each changed and why): "
+            + "; ".join(f"`{h}` {t} ({subject}{when(t)})" for h, t, subject in protocol.changes)
+            + ".",
+            "",
+        ]
     dirty: dict[tuple[str, ...], list[str]] = {}
     for p in checked:
         if p.dirty:

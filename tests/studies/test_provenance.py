@@ -72,10 +72,15 @@ def test_protocol_commit_and_runs_in_a_real_repository(tmp_path: Path) -> None:
     proto_commit = git(repo, "rev-parse", "HEAD")
     (repo / "a.txt").write_text("b")
     git(repo, "commit", "-q", "-am", "after")
+    (repo / "docs" / "study-protocol.md").write_text("protocol, amended")
+    git(repo, "commit", "-q", "-am", "amend the protocol")
     after = git(repo, "rev-parse", "HEAD")
 
     proto = protocol_commit(repo)
     assert proto is not None and proto.commit == proto_commit
+    assert [(h, subject) for h, _, subject in proto.changes] == [
+        (after[: len(proto.changes[0][0])], "amend the protocol")
+    ]
     assert protocol_commit(tmp_path) is None  # not a repository
     is_ancestor = git_is_ancestor(repo)
     assert is_ancestor(proto_commit, after) and is_ancestor(proto_commit, proto_commit)
@@ -93,4 +98,6 @@ def test_protocol_commit_and_runs_in_a_real_repository(tmp_path: Path) -> None:
     assert f"`{proto_commit}`" in text and "**1 of 3 regulated runs**" in text
     assert "- `ogm/seed1`: its commit" in text
     assert "- `pmr/seed0`: unverified (no provenance.json)" in text
+    assert "Later commits to the protocol (its section 6 says what each changed and why)" in text
+    assert "(amend the protocol, before the first regulated run)." in text
     assert "not verified" in provenance_lines(None, [])[0]
