@@ -6,8 +6,8 @@ PNG files, in the study's results folder:
   marked along the top (the paper's Fig. 1);
 - ``alpha.png``: the coefficient applied to each modality over training (0 where not
   regulated), mean over seeds, one panel per InfoReg configuration (OGM-GE: its gradient scale);
-- ``branch_accuracy.png``: each modality's branch accuracy per epoch for every method, with the
-  unimodal reference (the encoder trained alone) dashed;
+- ``branch_accuracy.png``: each modality's branch accuracy per epoch for the methods of Tables 2
+  and 3, with the unimodal reference (the encoder trained alone) dashed;
 - ``dose_response.png``: regulated epochs of the strong modality against the weak-branch and the
   fused gain over joint training of the same seed (claim S5);
 - ``calibration.png``: the calibration joint runs' information amounts with their windows.
@@ -215,8 +215,10 @@ def plot_branch_accuracy(
     references: Mapping[str, str],
     path: Path,
 ) -> None:
-    """`references`: modality -> method key of its unimodal reference."""
-    trained = [m for m in methods if m.key in groups and m.group != "reference"]
+    """The Table 2 and 3 methods' branches per epoch (mean over seeds), each encoder alone
+    dashed; `references`: modality -> method key of its unimodal reference."""
+    tables = ("joint_loss", "unimodal_loss")
+    trained = [m for m in methods if m.key in groups and m.group in tables]
     modalities = groups[trained[0].key][0].modalities if trained else []
     fig, axes = pyplot().subplots(
         1, len(modalities), figsize=(5.4 * len(modalities), 3.8), squeeze=False
@@ -224,7 +226,8 @@ def plot_branch_accuracy(
     for ax, m in zip(axes[0], modalities, strict=True):
         for j, method in enumerate(trained):
             x, y = epoch_mean(groups[method.key], m, lambda e: e.branch_acc)
-            ax.plot(x, y, color=f"C{j}", lw=1.2, label=method.label)
+            # ten colors, then dotted: twelve methods stay apart
+            ax.plot(x, y, color=f"C{j % 10}", ls="-" if j < 10 else ":", lw=1.2, label=method.label)
         ref = references.get(m)
         if ref is not None and ref in groups:
             x, y = epoch_mean(groups[ref], m, lambda e: e.branch_acc)

@@ -247,6 +247,9 @@ def figure_lines(figures: Mapping[str, str]) -> list[str]:
         "",
         f"![branch accuracy]({figures['branch_accuracy']})",
         "",
+        "Each branch's test accuracy per epoch for the methods of Tables 2 and 3 (mean over "
+        "seeds); dashed: the encoder trained alone.",
+        "",
         "## Regulation coefficient over training",
         "",
         f"![alpha]({figures['alpha']})",
