@@ -121,6 +121,8 @@ def candidate_rows(view: CalibrationView, study: Study) -> list[str]:
             lines.append(f"| {c.name} | {why} |" + " |" * (len(head) - 2))
             continue
         r = view.results[c.name]
+        finished, seeds = len(view.joint[c.name]), len(study.calibration_seeds)
+        missing = f" (only {finished} of {seeds} joint runs finished)" if finished < seeds else ""
         c3 = r["C3"]
         gap = (
             f"{100 * c3['weak_joint']:.2f} / {100 * c3['weak_alone']:.2f} / {100 * c3['gap']:.2f}"
@@ -128,7 +130,7 @@ def candidate_rows(view: CalibrationView, study: Study) -> list[str]:
             else f"{100 * c3['weak_joint']:.2f} / – / –"
         )
         cells = [
-            f"**{c.name}**" if c.name == view.chosen else c.name,
+            (f"**{c.name}**" if c.name == view.chosen else c.name) + missing,
             f"{c.batch_size}, {c.lr:g}, {c.epochs}, ({c.step_size}, {c.gamma:g})",
             stretch_text(view.joint[c.name], r["C1"]["stretches"]),
             f"{met(r['C1']['met'])} ({r['C1']['seeds_met']} of {len(view.joint[c.name])})",

@@ -247,17 +247,21 @@ def write_figures(
     weak: str,
     calibration_joint: Mapping[str, Sequence[Run]] | None = None,
 ) -> dict[str, Path]:
-    """The study's figures in `results_dir`: name -> path (information, alpha,
-    branch_accuracy, dose_response where S5 has points, calibration where it ran)."""
-    figures = {
-        "information": results_dir / "information.png",
-        "alpha": results_dir / "alpha.png",
-        "branch_accuracy": results_dir / "branch_accuracy.png",
-    }
+    """The study's figures in `results_dir`: name -> path (information, alpha, branch_accuracy
+    where their methods ran, dose_response where S5 has points, calibration where it ran)."""
+    figures: dict[str, Path] = {}
     by_key = {m.key: m for m in study.methods}
-    plot_information(groups, [by_key[k] for k in study.information_methods], figures["information"])
-    plot_alpha(groups, [by_key[k] for k in study.alpha_methods], figures["alpha"])
-    plot_branch_accuracy(groups, study.methods, study.references, figures["branch_accuracy"])
+    information = [by_key[k] for k in study.information_methods if k in groups]
+    if information:
+        figures["information"] = results_dir / "information.png"
+        plot_information(groups, information, figures["information"])
+    alpha = [by_key[k] for k in study.alpha_methods if k in groups]
+    if alpha:
+        figures["alpha"] = results_dir / "alpha.png"
+        plot_alpha(groups, alpha, figures["alpha"])
+    if any(m.key in groups for m in study.methods if m.group in ("joint_loss", "unimodal_loss")):
+        figures["branch_accuracy"] = results_dir / "branch_accuracy.png"
+        plot_branch_accuracy(groups, study.methods, study.references, figures["branch_accuracy"])
     if dose.points:
         figures["dose_response"] = results_dir / "dose_response.png"
         plot_dose_response(dose.points, labels, weak, figures["dose_response"])

@@ -40,8 +40,10 @@ def claim_numbers(c: Claim, labels: Mapping[str, str]) -> str:
         return f"not run ({c.not_run})"
     p = c.result
     scale, unit = scale_of(c.spec.metric)
+    if p.n == 0:
+        return "the two methods have no seed in common"
     if p.n < 2:
-        return f"{scale * p.mean:+.4g}{unit} from {p.n} common seed(s): no standard error"
+        return f"{scale * p.mean:+.4g}{unit} from {p.n} common seed: no standard error"
     return (
         f"{scale * p.mean:+.2f} ± {scale * p.se:.2f}{unit} (paired mean difference ± se), "
         f"t = {p.t:.2f} on {p.n - 1} df (critical {p.critical:.3f}), "
@@ -52,7 +54,7 @@ def claim_numbers(c: Claim, labels: Mapping[str, str]) -> str:
 def claims_table(claims: Sequence[Claim], labels: Mapping[str, str]) -> list[str]:
     head = [
         "Claim",
-        "",
+        "Statement",
         "A vs B, metric",
         "paired Δ (A − B) ± se",
         "t (critical)",
@@ -103,9 +105,11 @@ def verdict_lines(a: Analysis) -> list[str]:
         head = f"**Of the paper's three central claims: {tally(primary)}.**"
     lines = ["## Verdict", "", head, ""]
     for c in primary:
-        lines.append(
-            f"- **{c.spec.key}** {c.spec.text}: {claim_numbers(c, a.labels)}: **{c.verdict}**."
-        )
+        if c.result is None:
+            lines.append(f"- **{c.spec.key}** {c.spec.text}: **{NOT_RUN}** ({c.not_run}).")
+        else:
+            numbers = claim_numbers(c, a.labels)
+            lines.append(f"- **{c.spec.key}** {c.spec.text}: {numbers}: **{c.verdict}**.")
     tested = [c for c in secondary if c.result is not None]
     lines += [
         "",
@@ -116,8 +120,8 @@ def verdict_lines(a: Analysis) -> list[str]:
         f"Dose-response (S5): **{a.dose.verdict}**; ranking against the paper (S6): "
         + (
             f"Spearman {a.ranking.rho:+.2f} over {len(a.ranking.compared)} methods (descriptive)."
-            if a.ranking.compared
-            else "no method to compare."
+            if len(a.ranking.compared) >= 2
+            else "fewer than two methods to compare."
         )
         + " Details below.",
         "",
@@ -233,11 +237,18 @@ def tables_lines(a: Analysis, study: Study) -> list[str]:
     ]
 
 
+def image(name: str, figures: Mapping[str, str]) -> str:
+    """The figure's markdown image, or a line saying none was drawn (its methods did not run)."""
+    if name not in figures:
+        return f"(No {name.replace('_', ' ')} figure: none of its methods has a finished run.)"
+    return f"![{name.replace('_', ' ')}]({figures[name]})"
+
+
 def figure_lines(figures: Mapping[str, str]) -> list[str]:
     return [
         "## Information amount and the prime learning window (paper Fig. 1)",
         "",
-        f"![information]({figures['information']})",
+        image("information", figures),
         "",
         "Thin lines: single seeds; thick: their mean. The strips along the top mark, in each "
         "modality's color, the epochs its window was open, darker when more seeds agree. Joint "
@@ -245,14 +256,14 @@ def figure_lines(figures: Mapping[str, str]) -> list[str]:
         "",
         "## Branch accuracy over training",
         "",
-        f"![branch accuracy]({figures['branch_accuracy']})",
+        image("branch_accuracy", figures),
         "",
         "Each branch's test accuracy per epoch for the methods of Tables 2 and 3 (mean over "
         "seeds); dashed: the encoder trained alone.",
         "",
         "## Regulation coefficient over training",
         "",
-        f"![alpha]({figures['alpha']})",
+        image("alpha", figures),
         "",
         "InfoReg panels: alpha x regulated per logged step (0 where not regulated), mean over "
         "seeds. OGM-GE panel: the factor k its gradients were scaled by (1 = not modulated).",

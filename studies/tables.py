@@ -183,4 +183,4 @@ def regulation_table(
         never = all(v == 0 for c in counts.values() for v in c)
         row.append("**never regulated**" if never else "")
         rows.append(row)
-    return table(head, rows)
+    return table(head, rows) if rows else ["(No regulated method has a finished run.)"]

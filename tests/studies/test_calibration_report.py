@@ -85,6 +85,8 @@ def test_calibration_recomputed_from_runs(tmp_path: Path) -> None:
 def test_a_candidate_missing_a_criterion_and_a_disagreeing_record(tmp_path: Path) -> None:
     out = tmp_path / "study"
     write_candidate(out, "b64", fused=0.95, video_alone=None)  # C2 fails, C3 not evaluated
+    write_candidate(out, "b128", fused=0.95, video_alone=None)
+    (out / "calibration" / "b128" / "joint" / "seed102" / "metrics.jsonl").unlink()  # running
     (out / "calibration" / "calibration.json").write_text(
         json.dumps({"chosen": "b128", "dose": {"thresholds": [0.01, 0.04, 0.08]}})
     )
@@ -93,4 +95,5 @@ def test_a_candidate_missing_a_criterion_and_a_disagreeing_record(tmp_path: Path
     text = " ".join(" ".join(calibration_lines(view, AVMNIST, "c.png")).split())
     assert "It misses: C2: fused accuracy 3.00 points above the 92 cap; C3: not evaluated" in text
     assert "**Differs from calibration.json:** calibration.json chose b128, not b64." in text
-    assert "| b128 | not tried |" in text
+    assert "| b128 (only 2 of 3 joint runs finished) | 128, 0.002, 30, (20, 0.1) |" in text
+    assert "| b256 | not tried |" in text

@@ -51,9 +51,7 @@ def test_the_verdict_states_the_outcome(tmp_path: Path) -> None:
     )
     text = verdict(with_primaries(a, [flat, flat, None]))
     assert "**The paper's central claims are not shown on this testbed**" in text
-    assert (
-        "- **P3** InfoReg* raises fused accuracy over Joint*: not run (inforeg: no finished" in text
-    )
+    assert "- **P3** InfoReg* raises fused accuracy over Joint*: **not run** (inforeg: no" in text
     text = verdict(with_primaries(a, [down, up, flat]))
     assert "**Of the paper's three central claims: 1 holds, 1 not shown, 1 reversed.**" in text
     assert "**P1** InfoReg raises fused accuracy over joint training: -3.00 ± 0.71 points" in text
