@@ -187,6 +187,8 @@ class DoseResponse:
     points: tuple[DosePoint, ...] = ()
     rho: float = math.nan
     """Spearman over all (run, seed) points."""
+    rho_fused: float = math.nan
+    """The same for the fused-accuracy gain (descriptive, no verdict)."""
     per_seed: dict[int, float] = field(default_factory=dict)
     """seed -> Spearman over that seed's runs."""
     needed: int = 0
@@ -244,6 +246,7 @@ def dose_response(
         methods=(joint, *ran),
         points=tuple(points),
         rho=rho,
+        rho_fused=spearman([p.regulated for p in points], [p.fused_gain for p in points]),
         per_seed=per,
         needed=needed,
         verdict=HOLDS if holds else NOT_SHOWN,

@@ -159,7 +159,8 @@ def dose_lines(a: Analysis, figure: str | None) -> list[str]:
         f"**{d.rho:+.3f}**; per seed: {per} (positive in {d.positive_seeds} of "
         f"{len(d.per_seed)}; {d.needed} needed). Verdict: **{d.verdict}** (positive overall and "
         f"per seed in at least {d.needed} of {len(d.per_seed)} seeds)."
-        + (f" Missing from the series: {d.not_run}." if d.not_run else ""),
+        + f" The fused-accuracy gain against the same x (descriptive): Spearman "
+        f"{d.rho_fused:+.3f}." + (f" Missing from the series: {d.not_run}." if d.not_run else ""),
         "",
     ]
     if figure:

@@ -98,6 +98,7 @@ def test_dose_response_spearman_overall_and_per_seed(tmp_path: Path) -> None:
     series = ["joint", "inforeg_k0.08", "inforeg", "inforeg_always"]
     d = dose_response(series, by_method(runs), "video", "audio", {"inforeg_k0.08": "not planned"})
     assert d.rho == pytest.approx(16 / math.sqrt(16 * 17))
+    assert d.rho_fused == d.rho  # here the fused gain equals the video-branch gain
     assert d.per_seed == {0: pytest.approx(1.0), 1: pytest.approx(1.0)}
     assert d.needed == 2 and d.positive_seeds == 2 and d.verdict == HOLDS
     assert d.methods == ("joint", "inforeg", "inforeg_always")
