@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from studies.avmnist import AVMNIST
 from studies.provenance import protocol_commit
-from studies.results_doc import write_study_report
+from studies.results_doc import collect_runs, write_study_report
 from studies.runner import ROOT, plan, runnable
 from tests.studies.synthetic import run_records, write_config, write_metrics
 from tests.studies.test_calibration_report import write_candidate
@@ -130,3 +131,16 @@ def test_report_from_synthetic_runs(tmp_path: Path) -> None:
     assert len(summary["runs"]) == 44 and all(len(r["sha256"]) == 64 for r in summary["runs"])
     per_run = json.loads((results / "runs" / "inforeg-seed1.json").read_text())
     assert per_run["final"]["acc"] == pytest.approx(0.90) and len(per_run["epochs"]) == 3
+
+
+def test_why_a_planned_run_has_no_result(tmp_path: Path) -> None:
+    (joint,) = plan(AVMNIST, tmp_path, [0], 3, ["joint"])
+    broken = replace(joint, method="ogm", config=tmp_path / "missing.yaml",
+                     out_dir=tmp_path / "runs" / "ogm" / "seed0")  # fmt: skip
+    runs, not_run, unfinished = collect_runs([joint, broken], AVMNIST.methods, {"greedy": "E"})
+    assert runs == []
+    assert unfinished["joint/seed0"] == "no metrics.jsonl"  # its config builds: never started
+    assert unfinished["ogm/seed0"].startswith("ConfigError: config file ")
+    assert not_run["ogm"] == unfinished["ogm/seed0"]
+    assert not_run["greedy"] == "its configuration does not build: E"
+    assert not_run["pmr"] == "not in this report's plan of runs"
