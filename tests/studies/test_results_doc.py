@@ -108,7 +108,7 @@ def test_report_from_synthetic_runs(tmp_path: Path) -> None:
     assert "- `ogm` seeds 3: no metrics.jsonl; the trainer's last error: RuntimeError" in flat
     assert "| OGM | 88.50 ± 1.29 |" in text  # seeds 0, 1, 2, 4: 89, 87, 90, 88
     assert "| Joint training | 89.00 ± 1.58 |" in text
-    assert "| +3.00 ± 0.71 (5/5) | 71.90 (video branch 49.65) | 5 |" in text
+    assert "| +3.00 ± 0.71 (5/5) | 71.90 (video branch 49.65) | 92.00 ± 1.87 | 5 |" in text
     # the planned dose run at K = 0.04 is InfoReg itself; K = 0.08 regulated in seeds 1 and 3
     assert "| InfoReg, K = 0.08 | 3 | 0/1/0/1/0 (0.4) |" in text
     assert (
