@@ -132,7 +132,12 @@ def build_session(
     groups = ModalityGroups.from_model(model)
     gradients = ZeroGradients.of(engine, model, groups)
     regulator: Regulator = build_regulator(
-        cfg.regulator, groups, gradients.views, model.head, encoders=model.encoders
+        cfg.regulator,
+        groups,
+        gradients.views,
+        model.head,
+        encoders=model.encoders,
+        model_gradients=gradients.model,
     )
     flops = count_flops(cfg, data)
     peak = peak_tflops(dist_info.device, dtype, cfg.run.peak_tflops)
