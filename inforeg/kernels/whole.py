@@ -144,13 +144,12 @@ class ModelGradients:
         return cached[1]
 
 
-def model_sum_squares(grads: ModelGradients) -> Tensor:
-    """() fp32 sum of g^2 over every gradient this rank holds (all-reduce it for a partial
-    one); one multi-tensor norm."""
-    tensors = grads.tensors()
+def model_sum_squares(tensors: Sequence[Tensor]) -> Tensor:
+    """() fp32 sum of g^2 over `tensors` (`ModelGradients.tensors`: every gradient this rank
+    holds; all-reduce it for a partial one), from one multi-tensor norm."""
     if not tensors:
-        return torch.zeros((), device=grads.device)
-    norms = torch._foreach_norm(tensors)  # one (,) norm per tensor
+        raise ValueError("model_sum_squares: no gradient tensors")
+    norms = torch._foreach_norm(list(tensors))  # one () norm per tensor
     return torch.stack([n.float() for n in norms]).square().sum()
 
 
@@ -170,8 +169,8 @@ def head_abs_max(grads: ModelGradients, column_group: Tensor, groups: int) -> Te
     return out
 
 
-def scale_model_(grads: ModelGradients, factor: Tensor) -> None:
-    """Every gradient this rank holds multiplied by the () `factor`, in place, on device."""
-    tensors = grads.tensors()
+def scale_model_(tensors: Sequence[Tensor], factor: Tensor) -> None:
+    """Every tensor of `tensors` (`ModelGradients.tensors`) multiplied by the () `factor`, in
+    place, on device (one multi-tensor op)."""
     if tensors:
-        torch._foreach_mul_(tensors, factor.to(tensors[0].device, tensors[0].dtype))
+        torch._foreach_mul_(list(tensors), factor.to(tensors[0].device, tensors[0].dtype))

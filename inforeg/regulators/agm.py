@@ -98,9 +98,9 @@ class AGMRegulator(Regulator):
         assert self.epoch is not None
         real, zero = self._masked_features()
         if self._columns is None:
-            dims = torch.tensor([h.shape[-1] for h in real], device=self.device)
-            modality = torch.arange(len(real), device=self.device)
-            self._columns = torch.repeat_interleave(modality, dims)
+            dims = torch.tensor([h.shape[-1] for h in real])  # built on the host, once
+            columns = torch.repeat_interleave(torch.arange(len(real)), dims)
+            self._columns = columns.to(self.device)
         coalitions = coalition_logits(real, zero, self.head.weight, self.head.bias, output.logits)
         sums = agm_score_sums(mono_logits(coalitions, self.matrix), labels).double()
         count = torch.full((1,), float(labels.shape[0]), dtype=torch.float64, device=sums.device)
@@ -136,7 +136,8 @@ class AGMRegulator(Regulator):
         weight gradient's abs-max and the whole model's norm (both over every partition)."""
         grads, columns = self.model_gradients, self._columns
         assert grads is not None and columns is not None
-        sumsq = model_sum_squares(grads).view(1)  # this rank's part
+        tensors = grads.tensors()  # this step's gradient buffers
+        sumsq = model_sum_squares(tensors).view(1)  # this rank's part
         head = head_abs_max(grads, columns, len(self.modalities))  # (M,) this rank's part
         if self.partial:
             all_reduce_sum_(sumsq, self.group)
@@ -144,7 +145,7 @@ class AGMRegulator(Regulator):
         norm = sumsq[0].sqrt()
         cfg = self.cfg
         factor = clip_scale(head.max(), norm, cfg.agm_clip_threshold, cfg.agm_clip_norm)
-        scale_model_(grads, factor)
+        scale_model_(tensors, factor)
         for i, mod in enumerate(self.modalities):
             # model-wide values written under every modality (the records are per modality)
             self._metrics[f"head_absmax.{mod}"] = head[i]

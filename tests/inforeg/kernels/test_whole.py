@@ -59,7 +59,7 @@ def test_over_params_gives_clip_grad_norms_norm_and_scale(contiguous):
     view = ParamGradients(groups, contiguous=contiguous)
     whole = ModelGradients.of_model(view, model, model.head.weight)
     assert not whole.partial and len(whole.rest) == 2  # the head's weight and bias
-    norm = model_sum_squares(whole).sqrt()
+    norm = model_sum_squares(whole.tensors()).sqrt()
     head = head_abs_max(whole, columns(model), 2)
     torch.testing.assert_close(head, expected_head_max(model), rtol=0, atol=0)
     # the reference fires at any threshold below the head's abs-max
@@ -68,7 +68,7 @@ def test_over_params_gives_clip_grad_norms_norm_and_scale(contiguous):
     torch.testing.assert_close(norm, total, rtol=1e-6, atol=0)
     scale = clip_scale(head.max(), norm, 0.0, 0.01)
     assert scale.item() == pytest.approx(factor, rel=1e-6) and factor < 1
-    scale_model_(whole, scale)
+    scale_model_(whole.tensors(), scale)
     for (name, p), q in zip(model.named_parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=0, msg=name)
 
@@ -113,14 +113,14 @@ def test_two_partitions_reduce_to_the_full_models_norm_head_max_and_scale(where)
     cut = head_start + 17 if where == "inside_head" else head_start - 5
     ranks = partitions(model, cut)
     assert sum(len(w.fragments) for w, _ in ranks) == (2 if where == "inside_head" else 1)
-    sumsq = sum(model_sum_squares(w) for w, _ in ranks)  # the SUM all-reduce
+    sumsq = sum(model_sum_squares(w.tensors()) for w, _ in ranks)  # the SUM all-reduce
     head = torch.stack([head_abs_max(w, columns(model), 2) for w, _ in ranks]).amax(0)  # MAX
     torch.testing.assert_close(head, expected_head_max(model), rtol=0, atol=0)
     factor = clip_reference(plain.parameters(), plain.head.weight, 0.0, max_norm=0.01)
     scale = clip_scale(head.max(), sumsq.sqrt(), 0.0, 0.01)
     assert scale.item() == pytest.approx(factor, rel=1e-6)
     for w, _ in ranks:
-        scale_model_(w, scale)
+        scale_model_(w.tensors(), scale)
     (_, g0), (_, g1) = ranks
     clipped = torch.cat([g0[:cut], g1[: sum(p.numel() for p in params) - cut]])
     expected = torch.cat([p.grad.flatten() for p in plain.parameters()])  # type: ignore[union-attr]

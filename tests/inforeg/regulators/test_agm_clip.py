@@ -102,3 +102,26 @@ def test_the_audit_recomputes_the_clip_and_catches_a_wrong_one():
         assert AGMRegulator.audit_step(unclipped, mods, cfg, window) != []
         missing = {k: v for k, v in r.items() if k != "grad_norm.audio"}
         assert "missing" in AGMRegulator.audit_step(missing, mods, cfg, window)[0]
+
+
+def test_the_clip_reads_nothing_back_to_the_host(monkeypatch):
+    """A CPU proxy for the GPU's host syncs: the clip never turns a tensor into a Python value
+    (``.item()``, ``bool``, ``float``, ``.tolist()``)."""
+    run = make_run(RegulatorConfig(name="agm", **FIRES))
+    reg, model = run.regulator, run.model
+    reg.on_epoch_start(0)
+    data = tiny_batch(model, 6, seed=3)
+    reg.loss(model(data), data["label"]).backward()
+    reg.on_gradients()  # a first step builds the column table
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host sync in the clip")
+
+    reg.loss(model(data), data["label"]).backward()
+    for name in ("item", "__bool__", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    with pytest.raises(AssertionError, match="host sync"):
+        bool(torch.ones(()) > 0)  # the patch is live
+    reg._clip()  # the clip alone (the fused pass before it is the base's)
+    monkeypatch.undo()
+    assert float(reg.step_metrics()["clip.audio"]) < 1.0
