@@ -19,6 +19,13 @@ from inforeg.kernels.foreach import regulate_foreach
 from inforeg.kernels.reference import moments_reference, regulate_reference
 from inforeg.kernels.update import STATS, GradientUpdate
 from inforeg.kernels.views import FlatGradients, FlatSet, GradientView, ParamGradients, TensorSet
+from inforeg.kernels.whole import (
+    HeadFragment,
+    ModelGradients,
+    head_abs_max,
+    model_sum_squares,
+    scale_model_,
+)
 
 IMPLS = ("reference", "foreach", "flat")
 
@@ -30,11 +37,16 @@ __all__ = [
     "FlatSet",
     "GradientUpdate",
     "GradientView",
+    "HeadFragment",
+    "ModelGradients",
     "ParamGradients",
     "TensorSet",
+    "head_abs_max",
+    "model_sum_squares",
     "param_moments",
     "regulate_",
     "resolve_impl",
+    "scale_model_",
 ]
 
 

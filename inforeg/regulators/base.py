@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from inforeg import functional as Fn
 from inforeg.groups import ModalityGroups
-from inforeg.kernels import GradientUpdate, GradientView, regulate_
+from inforeg.kernels import GradientUpdate, GradientView, ModelGradients, regulate_
 from inforeg.model import ModelOutput
 
 if TYPE_CHECKING:  # the config validates names against the registry of these classes
@@ -171,6 +171,7 @@ class Regulator:
         *,
         process_group: Any = None,
         encoders: Mapping[str, nn.Module] | nn.ModuleDict | None = None,
+        model_gradients: ModelGradients | None = None,
     ):
         views = [gradients] if isinstance(gradients, GradientView) else list(gradients)
         if not views:
@@ -186,6 +187,9 @@ class Regulator:
         self.head = head
         self.group = process_group
         self.encoder_modules = None if encoders is None else dict(encoders.items())
+        if model_gradients is not None and model_gradients.partial != views[0].partial:
+            raise ValueError("model_gradients and the gradient views mix partial and full")
+        self.model_gradients = model_gradients  # every gradient of the model (AGM's clip)
         self.modalities = groups.modalities
         self.partial = views[0].partial
         self.rank = dist.get_rank(process_group) if dist.is_initialized() else 0
