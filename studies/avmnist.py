@@ -57,6 +57,9 @@ class Study:
     dose_grid: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16)
     dose_config: str = "inforeg"
     """The method whose threshold the dose-response series varies."""
+    primary: tuple[str, ...] = ()
+    """The methods of the protocol's primary claims: trained first, every seed, so that a study
+    cut short (a session's end) has them complete before any secondary run."""
 
     def config_path(self, root: Path, stem: str) -> Path:
         return root / "configs" / self.name / f"{stem}.yaml"
@@ -243,6 +246,7 @@ AVMNIST = Study(
         "quiet": True,
     },
     setup=AVMNIST_SETUP,
+    primary=("joint", "inforeg", "joint_star", "inforeg_star"),
     candidates=(
         Candidate(name="b64", batch_size=64, lr=0.001, epochs=30, step_size=20),
         Candidate(name="b128", batch_size=128, lr=0.002, epochs=30, step_size=20),

@@ -99,10 +99,10 @@ def plan(
     extra: Sequence[Method] = (),
     folder: str = "runs",
 ) -> list[RunSpec]:
-    """The study's runs, seed-major (every method of the first seed first), so a study cut short
-    still has whole rows of seeds. `seeds`: a count (0..n-1) or the seeds; `recipe`: the
-    calibrated recipe's overrides, applied to every run; `extra`: methods beyond the study's
-    list (the dose-response series)."""
+    """The study's runs: the primary claims' methods for every seed first, then the others,
+    each part seed-major, so a study cut short has its primary comparisons and whole rows of
+    seeds. `seeds`: a count (0..n-1) or the seeds; `recipe`: the calibrated recipe's overrides,
+    applied to every run; `extra`: methods beyond the study's list (the dose-response series)."""
     every = [*study.methods, *extra]
     keys = [m.key for m in every]
     chosen = list(methods) if methods else keys
@@ -110,28 +110,31 @@ def plan(
     if unknown:
         raise StudyError(f"--methods: unknown {unknown}; the {study.name} study has {keys}")
     specs = []
-    for seed in range(seeds) if isinstance(seeds, int) else seeds:
-        for method in (m for m in every if m.key in chosen):
-            run_dir = out / folder / method.key / f"seed{seed}"
-            overrides = [
-                f"data.dir={out / 'shards'}",
-                *recipe,
-                *method.overrides,
-                f"run.seed={seed}",
-                f"regulator.noise_seed={seed}",
-                f"run.out_dir={run_dir}",
-            ]
-            if epochs is not None:
-                overrides.append(f"run.epochs={epochs}")
-            specs.append(
-                RunSpec(
-                    method=method.key,
-                    seed=seed,
-                    config=study.config_path(ROOT, method.config_stem),
-                    out_dir=run_dir,
-                    overrides=tuple(overrides),
-                )
+    seed_list = list(range(seeds) if isinstance(seeds, int) else seeds)
+    first = [m for m in every if m.key in chosen and m.key in study.primary]
+    rest = [m for m in every if m.key in chosen and m.key not in study.primary]
+    order = [(s, m) for s in seed_list for m in first] + [(s, m) for s in seed_list for m in rest]
+    for seed, method in order:
+        run_dir = out / folder / method.key / f"seed{seed}"
+        overrides = [
+            f"data.dir={out / 'shards'}",
+            *recipe,
+            *method.overrides,
+            f"run.seed={seed}",
+            f"regulator.noise_seed={seed}",
+            f"run.out_dir={run_dir}",
+        ]
+        if epochs is not None:
+            overrides.append(f"run.epochs={epochs}")
+        specs.append(
+            RunSpec(
+                method=method.key,
+                seed=seed,
+                config=study.config_path(ROOT, method.config_stem),
+                out_dir=run_dir,
+                overrides=tuple(overrides),
             )
+        )
     return specs
 
 

@@ -92,11 +92,17 @@ def test_window_fraction_and_compact() -> None:
     assert compact([2, 3, 4, 8]) == "2-4, 8" and compact([]) == "none" and compact([5]) == "5"
 
 
-def test_plan_is_the_full_matrix_seed_major(tmp_path: Path) -> None:
+def test_plan_is_the_full_matrix_primary_first_then_seed_major(tmp_path: Path) -> None:
     specs = plan(AVMNIST, tmp_path, seeds=3)
     keys = [m.key for m in AVMNIST.methods]
     assert len(specs) == 3 * len(keys)
-    assert [s.method for s in specs[: len(keys)]] == keys and {s.seed for s in specs[:10]} == {0}
+    primary = list(AVMNIST.primary)
+    n = len(primary)
+    expected = [(i, m) for i in range(3) for m in primary]
+    assert [(s.seed, s.method) for s in specs[: 3 * n]] == expected
+    rest = [k for k in keys if k not in primary]
+    assert [s.method for s in specs[3 * n : 3 * n + len(rest)]] == rest
+    assert {s.seed for s in specs[3 * n : 3 * n + len(rest)]} == {0}
     required = {"joint", "joint_star", "ogm_ge", "inforeg", "inforeg_official", "inforeg_star"}
     assert required | {"inforeg_always", "inforeg_outside"} <= set(keys)
     s = specs[-1]
