@@ -384,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--source", type=Path, default=Path("../shared/data"))
     p.add_argument("--epochs", type=int, default=None, help="override run.epochs")
     p.add_argument("--methods", default="", help="comma-separated subset (default: all)")
+    p.add_argument("--skip", default="", help="comma-separated methods left out of this invocation")
     p.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"))
     p.add_argument("--results-dir", type=Path, default=None, help="default docs/results/<study>")
     p.add_argument("--report-only", action="store_true", help="no data build, no training")
@@ -406,7 +407,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return finish(out, session, train_missing)
         recipe = study.candidate(chosen["chosen"]).overrides()
         dose = study.dose_methods(chosen["dose"]["thresholds"])
-        planned = plan(study, out, range(args.seeds), args.epochs, methods, recipe, dose)
+        skip = {m for m in args.skip.split(",") if m}
+        keys = [m.key for m in (*study.methods, *dose)]
+        unknown = sorted(skip - set(keys))
+        if unknown:
+            raise StudyError(f"--skip: unknown {unknown}; the {study.name} study has {keys}")
+        subset = [k for k in (methods or keys) if k not in skip]
+        planned = plan(study, out, range(args.seeds), args.epochs, subset, recipe, dose)
         specs, not_run = runnable(planned)
         (out / "not_run.json").write_text(json.dumps(not_run, indent=1) + "\n")
         for key, error in not_run.items():
