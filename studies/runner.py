@@ -42,12 +42,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from launch.checkpoint import find_latest
-from launch.config import config_to_dict, load_config
+from launch.config import TrainConfig, config_to_dict, load_config
 from launch.typed import ConfigError
 from studies import calibration
 from studies.avmnist import STUDIES, Study
@@ -143,13 +143,42 @@ def expected_config(spec: RunSpec) -> dict[str, Any]:
     return config_to_dict(load_config(spec.config, spec.overrides))
 
 
+def with_added_defaults(found: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded configuration with the fields the trainer gained since it was written
+    filled in at their defaults (a section key the file lacks and its dataclass has): a field
+    added later does not make a finished run foreign. Whoever adds a field keeps the old
+    behaviour at its default, or changes the study's configs, which then differ."""
+    out = dict(found)
+    for section, cls in get_type_hints(TrainConfig).items():
+        if not (is_dataclass(cls) and isinstance(out.get(section), dict)):
+            continue
+        defaults = {f.name: field_default(f) for f in fields(cls)}
+        defaults = {k: v for k, v in defaults.items() if v is not MISSING}
+        added = {k: v for k, v in defaults.items() if k not in out[section]}
+        out[section] = {**out[section], **json.loads(json.dumps(added, default=asdict_or_str))}
+    return out
+
+
+def field_default(f: Field[Any]) -> Any:
+    """The field's default (from its factory if it has one); MISSING when it has none."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def asdict_or_str(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)
+
+
 def run_state(spec: RunSpec, expected: dict[str, Any]) -> str:
     """done (finished: skip), resume (a complete checkpoint to continue from) or new.
 
     StudyError when the folder holds a run of another configuration: it is never overwritten."""
     config_file = spec.out_dir / "config.json"
     if config_file.is_file():
-        found = json.loads(config_file.read_text())
+        found = with_added_defaults(json.loads(config_file.read_text()))
         if found != expected:
             differ = sorted(
                 k for k in set(found) | set(expected) if found.get(k) != expected.get(k)

@@ -170,6 +170,15 @@ def test_run_state_new_resume_done_and_foreign(tmp_path: Path) -> None:
     (s.out_dir / "config.json").write_text(json.dumps(other))
     with pytest.raises(StudyError, match=r"another configuration \(sections \['optim'\]"):
         run_state(s, expected)
+    # a run written before the trainer gained a field (at its default) is still this run ...
+    older = json.loads(json.dumps(expected))
+    del older["regulator"]["agm_clip"], older["regulator"]["beta"]
+    (s.out_dir / "config.json").write_text(json.dumps(older))
+    assert run_state(s, expected) == "done"
+    # ... but not when the study now sets that field to something else
+    changed = config_to_dict(load_config(s.config, [*s.overrides, "regulator.agm_clip=false"]))
+    with pytest.raises(StudyError, match="regulator"):
+        run_state(s, changed)
 
 
 def test_run_all_runs_everything_in_parallel_and_records_failures(tmp_path: Path) -> None:
