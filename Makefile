@@ -37,9 +37,10 @@ demo: setup
 	done
 	$(PY) -m studies.compare $(DEMO_DIR)/joint $(DEMO_DIR)/inforeg --plot $(DEMO_DIR)/information.png
 
-# The AV-MNIST study (docs/RESULTS.md): build AV-MNIST from ../shared/data, train every method of
-# configs/avmnist/ for 3 seeds (2 single-thread runs at a time), write the report. Finished runs
-# are skipped and interrupted ones resumed, so re-running regenerates the report from the same runs.
+# The AV-MNIST study (docs/study-protocol.md, docs/RESULTS.md): build AV-MNIST from ../shared/data,
+# calibrate the recipe from unregulated runs, train every method of configs/avmnist/ for 5 seeds
+# (2 single-thread runs at a time), write the report. Finished runs are skipped and interrupted
+# ones resumed, so re-running regenerates the report from the same runs.
 .PHONY: study-avmnist
 study-avmnist: setup
 	$(PY) -m studies.runner avmnist $(STUDY_ARGS)

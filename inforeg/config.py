@@ -25,6 +25,16 @@ IMPLS = ("auto", *kernels.IMPLS)
 # Each variant's defaults (METHOD.md): the paper's Eq. 8 / Eq. 11 and the official code's.
 VARIANT_SCORE = {"paper": "nll", "official": "prob_sum"}
 VARIANT_THRESHOLD = {"paper": 0.04, "official": 0.05}
+POSITIVE = (
+    "beta",
+    "alpha",
+    "pmr_alpha",
+    "agm_alpha",
+    "agm_cap",
+    "agm_clip_threshold",
+    "agm_clip_norm",
+    "mmpareto_gamma",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +92,14 @@ class RegulatorConfig:
     """pmr: prototype EMA, new = (1 - m) estimate + m previous (the authors' CREMA-D 0.0)."""
     agm_cap: float = 10.0
     """agm: k = exp(alpha * min(optimal - ratio, cap)) (the code's 10)."""
+    agm_clip: bool = True
+    """agm: the authors' conditional clip after the modulation: when an entry of the head
+    weight's gradient leaves [-agm_clip_threshold, agm_clip_threshold], every gradient of the
+    model is scaled as ``clip_grad_norm_(model, agm_clip_norm)`` would (false: never clip)."""
+    agm_clip_threshold: float = 1.0
+    """agm: the head weight gradient's bound that triggers the clip (the code's 1)."""
+    agm_clip_norm: float = 1.0
+    """agm: the whole model's gradient norm the clip scales down to (the code's max_norm 1)."""
     gblending_super_epoch: int = 10
     """gblending: epochs per weight estimate (BalanceBenchmark's super_epoch)."""
     mmpareto_gamma: float = 1.5
@@ -108,13 +126,14 @@ class RegulatorConfig:
             object.__setattr__(self, "schedule", method.default_schedule)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("impl", self.impl, IMPLS)
-        if not isinstance(self.unimodal_loss, bool):
-            raise ValueError(
-                f"regulator.unimodal_loss must be true or false, got {self.unimodal_loss!r}"
-            )
+        for flag in ("unimodal_loss", "agm_clip"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(
+                    f"regulator.{flag} must be true or false, got {getattr(self, flag)!r}"
+                )
         if self.score is not None:
             _choice("score", self.score, SCORE_KINDS)
-        for field_name in ("beta", "alpha", "pmr_alpha", "agm_alpha", "agm_cap", "mmpareto_gamma"):
+        for field_name in POSITIVE:
             _positive(field_name, getattr(self, field_name))
         if not _is_real(self.pmr_momentum) or not 0 <= self.pmr_momentum < 1:
             raise ValueError(f"regulator.pmr_momentum must be in [0, 1), got {self.pmr_momentum!r}")

@@ -131,8 +131,9 @@ def build_session(
                 buffer.data = buffer.data.to(dtype)
     groups = ModalityGroups.from_model(model)
     gradients = ZeroGradients.of(engine, model, groups)
+    views, whole = gradients.views, gradients.model  # the encoders' and every gradient
     regulator: Regulator = build_regulator(
-        cfg.regulator, groups, gradients.views, model.head, encoders=model.encoders
+        cfg.regulator, groups, views, model.head, encoders=model.encoders, model_gradients=whole
     )
     flops = count_flops(cfg, data)
     peak = peak_tflops(dist_info.device, dtype, cfg.run.peak_tflops)

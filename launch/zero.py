@@ -30,7 +30,13 @@ import torch
 from torch import nn
 
 from inforeg.groups import ModalityGroups
-from inforeg.kernels import FlatGradients, GradientView, ParamGradients
+from inforeg.kernels import (
+    FlatGradients,
+    GradientView,
+    HeadFragment,
+    ModelGradients,
+    ParamGradients,
+)
 from launch.config import OptimConfig
 from launch.precision import check_precision
 from launch.typed import ConfigError, read_json
@@ -119,15 +125,21 @@ class ZeroGradients:
     ZeRO 1/2: one `FlatGradients` per flat fp32 master partition of this rank, its segments read
     from each parameter's ``_hp_mapping``; DeepSpeed sets the partition's ``.grad`` right before
     each step, so `bind` points the views at this step's buffers.
+    `model`: every gradient the optimizer steps (the views' plus the head's and the rest's) and
+    the head weight's place in them, for model-wide operations (AGM's clip).
     """
 
     views: list[GradientView]
     flat_by_id: dict[int, FlatGradients] = field(default_factory=dict)
     """id(flat partition parameter) -> its view; empty at ZeRO 0."""
+    model: ModelGradients | None = None
 
     @staticmethod
     def of(engine: Any, model: nn.Module, groups: ModalityGroups) -> ZeroGradients:
         params = list(model.parameters())
+        head = model.head
+        if not isinstance(head, nn.Linear):
+            raise ValueError("the model's head must be an nn.Linear")
         if not any(getattr(p, "_hp_mapping", None) is not None for p in params):
             # ZeRO 0 fp32: DeepSpeed's engine.zero_grad sets every .grad to None after a step,
             # so the next backward would allocate new tensors and the contiguous view would copy
@@ -135,7 +147,9 @@ class ZeroGradients:
             # the buffer (the same numbers: backward adds into zeros).
             optimizer = base_optimizer(engine)
             engine.zero_grad = functools.partial(optimizer.zero_grad, set_to_none=False)
-            return ZeroGradients([ParamGradients.from_groups(groups, contiguous=True)])
+            view = ParamGradients.from_groups(groups, contiguous=True)
+            whole = ModelGradients.of_model(view, model, head.weight)
+            return ZeroGradients([view], model=whole)
         partitions = [p for g in base_optimizer(engine).param_groups for p in g["params"]]
         if len(partitions) != 1:
             raise ConfigError("the regulator expects one optimizer parameter group")
@@ -163,7 +177,21 @@ class ZeroGradients:
             by_id[id(flat)] = FlatGradients(
                 placeholder, flat, segments, groups, bypass_segments=bypass
             )
-        return ZeroGradients(list(by_id.values()), by_id)
+        views: list[GradientView] = list(by_id.values())
+        mapping = getattr(head.weight, "_hp_mapping", None)  # None: another rank's partition
+        fragments = []
+        if mapping is not None:
+            fragments.append(
+                HeadFragment(
+                    view=0,
+                    start=int(mapping.hp_fragment_address.start),
+                    length=int(mapping.hp_fragment_address.numel),
+                    offset=int(mapping.lp_fragment_address.start),
+                )
+            )
+        shape = (int(head.weight.shape[0]), int(head.weight.shape[1]))
+        whole = ModelGradients.over_flat(views, shape, fragments)
+        return ZeroGradients(views, by_id, whole)
 
     def bind(self, optimizer: torch.optim.Optimizer) -> None:
         """Point the flat views at the gradients DeepSpeed set for this step (ZeRO 1/2)."""

@@ -8,10 +8,11 @@ prose of its report's setup section. Only what the runner and the report need li
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studies.calibration import Candidate, Criteria
 from studies.results import Method
 
 
@@ -43,9 +44,54 @@ class Study:
     """`inforeg-preprocess build` options."""
     setup: str
     """Markdown: the setup section of the report (str.format fields: see `setup_fields`)."""
+    candidates: tuple[Candidate, ...] = ()
+    """The recipes tried in calibration, in the protocol's order (docs/study-protocol.md)."""
+    criteria: Criteria = field(default_factory=Criteria)
+    calibration_seeds: tuple[int, ...] = (100, 101, 102)
+    """Seeds of the calibration runs: never the study's own (0..seeds-1)."""
+    calibration_methods: tuple[str, ...] = ("joint", "audio_only", "video_only")
+    """Unregulated only: joint training first, then the encoders alone."""
+    strong: str = "audio"
+    weak: str = "video"
+    """The modalities the protocol's calibration criteria name (information-sufficient, weak)."""
+    dose_grid: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16)
+    dose_config: str = "inforeg"
+    """The method whose threshold the dose-response series varies."""
+    primary: tuple[str, ...] = ()
+    """The methods of the protocol's primary claims: trained first, every seed, so that a study
+    cut short (a session's end) has them complete before any secondary run."""
 
-    def config_path(self, root: Path, key: str) -> Path:
-        return root / "configs" / self.name / f"{key}.yaml"
+    def config_path(self, root: Path, stem: str) -> Path:
+        return root / "configs" / self.name / f"{stem}.yaml"
+
+    def candidate(self, name: str) -> Candidate:
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        raise KeyError(f"the {self.name} study has no calibration candidate {name!r}")
+
+    def method(self, key: str) -> Method:
+        for m in self.methods:
+            if m.key == key:
+                return m
+        raise KeyError(f"the {self.name} study has no method {key!r}")
+
+    def dose_methods(self, thresholds: list[float]) -> tuple[Method, ...]:
+        """The dose-response series' extra runs: the dose method at each threshold other than
+        the paper's (whose run is the method's own)."""
+        from studies.calibration import PAPER_K
+
+        return tuple(
+            Method(
+                key=f"{self.dose_config}_k{k:g}",
+                label=f"InfoReg, K = {k:g}",
+                group="dose",
+                config=self.dose_config,
+                overrides=(f"regulator.threshold={k}",),
+            )
+            for k in thresholds
+            if k != PAPER_K
+        )
 
     def verify_source(self, source: Path) -> int:
         """Files of the source folder checked against its SHA256SUMS (ValueError if any fail)."""
@@ -116,19 +162,24 @@ reached 0.97 test accuracy on log-mel and 0.63 on the 129-bin log-STFT.
 **Model and training.** Late fusion as in the paper (METHOD.md): one small CNN per modality
 (four stride-2 conv-BN-ReLU stages, width 16, a 64-d projection; video frames are encoded one by
 one and averaged), the features concatenated into one linear head whose slices give the
-unimodal branch predictions. The official InfoReg code's optimiser and schedule: SGD, momentum
-0.9, weight decay 1e-4, lr 0.002, StepLR(30, 0.1), here {epochs} epochs at batch 32; FFCV
-loader, one process and one thread per run, {parallel} runs at a time. Seeds 0-{last_seed}
-(the seed sets the initial weights, the sample order, the crops and OGM-GE's noise).
+unimodal branch predictions (Greedy alone adds MMTM modules between the two trunks). The
+official InfoReg code's optimiser: SGD, momentum 0.9, weight decay 1e-4. The recipe (batch size,
+learning rate, epochs, learning-rate step) is the calibration's choice (below, and
+`docs/study-protocol.md`): batch {batch_size}, lr {lr}, {epochs} epochs, StepLR({step_size},
+{gamma}). FFCV loader, one process and one thread per run, {parallel} runs at a time. Seeds
+0-{last_seed} (the seed sets the initial weights, the sample order, the crops and any method's
+noise); the calibration used seeds {calibration_seeds}, which the study never uses.
 
-**Methods** (each `configs/avmnist/<key>.yaml`, identical but for the regulator):
-joint training; OGM-GE (alpha 0.8, all epochs); InfoReg as the paper (Eq. 8-16: NLL scores,
-beta 0.9, K 0.04, window test per modality from epoch 2); Joint* and InfoReg* (the unimodal
-cross-entropies added, paper Table 3); InfoReg as its official code does it (the code's batch-sum
-probability scores, alpha 0.95 / 0.1 x exp(tanh(gap)), one window test on the audio trace's
-10-epoch moving averages from epoch 0, and, as that code always does, the unimodal losses
-added: it pairs with Joint*); and the paper's Table 4 ablations, InfoReg regulating in every
-epoch or only outside the window.
+**Methods** (each `configs/avmnist/<config>.yaml`, identical but for the regulator, with the
+authors' default hyper-parameters, none tuned here; `docs/methods.md` has each one's maths and
+source): Table 2 (joint loss only): joint training, OGM and OGM-GE (alpha 0.8), Greedy (MMTM,
+epsilon 0.01, window 5), PMR, AGM (alpha 1, modulation in epochs 0-19), InfoReg as the paper
+(NLL scores, beta 0.9, K 0.04, a window test per modality from epoch 2). Table 3 (the unimodal
+cross-entropies added): Joint*, G-Blending, MMPareto, InfoReg*, and InfoReg as its official
+code does it (batch-sum probability scores, alpha 0.95 / 0.1 x exp(tanh(gap)), one window test
+on the audio trace's 10-epoch moving averages). Table 4: OGM, AGM, PMR and InfoReg each over
+the whole training, only inside the window and only outside it (`regulator.schedule`). The
+dose-response series: InfoReg at the thresholds the calibration fixed.
 """
 
 AVMNIST = Study(
@@ -136,13 +187,30 @@ AVMNIST = Study(
     title="InfoReg on AV-MNIST (MNIST digits + spoken digits)",
     methods=(
         Method(key="joint", label="Joint training", group="joint_loss"),
+        Method(key="ogm", label="OGM", group="joint_loss"),
         Method(key="ogm_ge", label="OGM-GE", group="joint_loss"),
+        Method(key="greedy", label="Greedy", group="joint_loss"),
+        Method(key="pmr", label="PMR", group="joint_loss"),
+        Method(key="agm", label="AGM", group="joint_loss"),
         Method(key="inforeg", label="InfoReg (paper)", group="joint_loss"),
         Method(key="joint_star", label="Joint*", group="unimodal_loss"),
+        Method(key="gblending", label="G-Blending", group="unimodal_loss"),
+        Method(key="mmpareto", label="MMPareto", group="unimodal_loss"),
         Method(key="inforeg_star", label="InfoReg* (paper)", group="unimodal_loss"),
         Method(key="inforeg_official", label="InfoReg* (official code)", group="unimodal_loss"),
-        Method(key="inforeg_always", label="InfoReg, every epoch", group="ablation"),
-        Method(key="inforeg_outside", label="InfoReg, outside the window", group="ablation"),
+        *(
+            Method(
+                key=f"{base}_{schedule}",
+                label=f"{label}, only {where} the window",
+                group="schedule",
+                config=base,
+                overrides=(f"regulator.schedule={schedule}",),
+            )
+            for base, label in (("ogm", "OGM"), ("agm", "AGM"), ("pmr", "PMR"))
+            for schedule, where in (("window", "inside"), ("outside", "outside"))
+        ),
+        Method(key="inforeg_always", label="InfoReg, every epoch", group="schedule"),
+        Method(key="inforeg_outside", label="InfoReg, only outside the window", group="schedule"),
         Method(key="audio_only", label="Audio encoder alone", group="reference"),
         Method(key="video_only", label="Video encoder alone", group="reference"),
     ),
@@ -178,6 +246,14 @@ AVMNIST = Study(
         "quiet": True,
     },
     setup=AVMNIST_SETUP,
+    primary=("joint", "inforeg", "joint_star", "inforeg_star"),
+    candidates=(
+        Candidate(name="b64", batch_size=64, lr=0.001, epochs=30, step_size=20),
+        Candidate(name="b128", batch_size=128, lr=0.002, epochs=30, step_size=20),
+        Candidate(name="b256", batch_size=256, lr=0.004, epochs=30, step_size=20),
+        # appended after b64 and b128 failed C1 (protocol section 6)
+        Candidate(name="b256_lr2", batch_size=256, lr=0.002, epochs=30, step_size=20),
+    ),
 )
 
 STUDIES = {s.name: s for s in (AVMNIST,)}

@@ -7,28 +7,27 @@ here from the trainer's own records (schema in `launch.records`), so every numbe
 - `final_metrics`: a run's last-epoch accuracy, macro-F1 and per-modality branch accuracies (the
   headline numbers: the last epoch, since the evaluation split is the test split and choosing the
   best epoch on it would flatter every method), plus its best epoch for reference;
-- `aggregate`: mean +- sample std over seeds per method and metric;
-- `compare` / `study_claims`: the paper's claims as differences of means with their standard
-  error and a stated rule for "holds", "reversed" or "not shown".
+- `finished_run`: a run folder's records when its run finished, else why it did not;
+- `per_seed`: one metric of a method's runs by seed, what the paired comparisons of
+  `studies.paired` and the claims of `studies.claims` take.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from launch.records import EpochRecord, RunRecords, StepRecord, parse_run
 
-GROUPS = ("joint_loss", "unimodal_loss", "ablation", "reference")
+GROUPS = ("joint_loss", "unimodal_loss", "schedule", "dose", "reference")
 """Where a method's row goes: the paper's Table 2 (joint loss only), Table 3 (unimodal losses
-added), Table 4 (when InfoReg regulates), or the unimodal references (each encoder alone)."""
-
-Z = 2.0
-"""A difference "holds" when it exceeds Z standard errors of the difference of means."""
+added), Table 4 (a method regulating only inside or only outside the window, or always where
+that is not its own default), the dose-response series (InfoReg at other thresholds), or the
+unimodal references (each encoder alone)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +38,14 @@ class Method:
     """As printed in the tables."""
     group: str
     """One of GROUPS."""
+    config: str = ""
+    """The stem of configs/<study>/<config>.yaml it trains; "" = the key."""
+    overrides: tuple[str, ...] = ()
+    """Config overrides on top of that file (a schedule, a threshold)."""
+
+    @property
+    def config_stem(self) -> str:
+        return self.config or self.key
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -79,6 +86,37 @@ def load_run(metrics_path: Path, method: str, seed: int) -> Run:
         source=str(metrics_path),
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def finished_run(folder: Path, method: str, seed: int) -> tuple[Run | None, str]:
+    """(the run in `folder`, "") when it finished (its metrics.jsonl holds every epoch its
+    config.json asks for), else (None, why not) with the trainer's last error line where it
+    left one."""
+    metrics, config = folder / "metrics.jsonl", folder / "config.json"
+    if not metrics.is_file():
+        reason = "no metrics.jsonl"
+    else:
+        try:
+            run = load_run(metrics, method, seed)
+        except ValueError as e:  # RecordError: a line cut short or off the schema
+            return None, f"unreadable metrics.jsonl ({e})"
+        wanted = json.loads(config.read_text())["run"]["epochs"] if config.is_file() else None
+        if run.epochs and (wanted is None or len(run.epochs) >= wanted):
+            return run, ""
+        reason = f"stopped after {len(run.epochs)} of {wanted or '?'} epochs"
+    summary = folder / "summary.json"
+    if summary.is_file():
+        reason += f", exit code {json.loads(summary.read_text()).get('exit_code')}"
+    log = folder / "train.log"
+    if log.is_file():
+        errors = [
+            ln.strip()
+            for ln in log.read_text(errors="replace").splitlines()
+            if "Error" in ln.split(":", 1)[0]
+        ]
+        if errors:
+            reason += f"; the trainer's last error: {errors[-1]}"
+    return None, reason
 
 
 def by_method(runs: Iterable[Run]) -> dict[str, list[Run]]:
@@ -126,146 +164,40 @@ def window_epochs(run: Run, modality: str) -> list[int]:
 
 
 def regulated_epochs(run: Run, modality: str) -> list[int]:
-    """Epochs in which at least one logged step regulated the modality (alpha applied)."""
+    """Epochs in which at least one logged step (every ``run.log_every`` steps, so a sample of
+    the steps) set ``regulated.<m>``, which every regulator records: InfoReg its proximal pull
+    applied, OGM / OGM-GE the modality's gradients scaled as the dominant one, PMR its prototype
+    term weighted, AGM its coefficient applied in a modulation epoch, G-Blending and MMPareto
+    their weighting where the schedule allows it."""
     return sorted({s.epoch for s in run.steps if s.regulated.get(modality)})
 
 
-def is_ogm_ge(run: Run) -> bool:
-    """OGM-GE scales gradients by k (its step records carry ``coeff``) instead of regulating."""
+def scales_gradients(run: Run) -> bool:
+    """OGM, OGM-GE and AGM scale gradients by a factor k (their step records carry ``coeff``)
+    instead of adding alpha * (w - anchor)."""
     return bool(run.steps) and "coeff" in run.steps[0].extra
 
 
-@dataclass(frozen=True, kw_only=True)
-class Stat:
-    mean: float
-    std: float
-    """Sample standard deviation over seeds (ddof 1); 0 for one seed."""
-    n: int
-    values: list[float] = field(default_factory=list)
+def metric_value(run: Run, metric: str) -> float:
+    """One number of a run: a `final_metrics` key (``acc``, ``acc.video``, ``macro_f1``) or
+    ``trace_mean.<m>`` (the modality's information amount averaged over epochs)."""
+    if metric.startswith("trace_mean."):
+        return mean_trace(run, metric.split(".", 1)[1])
+    finals = final_metrics(run)
+    if metric not in finals:
+        raise ValueError(f"{run.source or run.method}: no metric {metric!r} (has {sorted(finals)})")
+    return finals[metric]
 
 
-def stat(values: Iterable[float]) -> Stat:
-    vals = [float(v) for v in values]
-    if not vals:
-        return Stat(mean=math.nan, std=math.nan, n=0, values=[])
-    mean = sum(vals) / len(vals)
-    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
-    return Stat(mean=mean, std=math.sqrt(var), n=len(vals), values=vals)
+def per_seed(runs: Iterable[Run], metric: str) -> dict[int, float]:
+    """seed -> the metric of that seed's run (runs of one method)."""
+    return {r.seed: metric_value(r, metric) for r in runs}
 
 
-def aggregate(runs: Sequence[Run]) -> dict[str, dict[str, Stat]]:
-    """method -> metric -> Stat over its runs (seeds), from `final_metrics` and the mean traces."""
-    out: dict[str, dict[str, Stat]] = {}
-    for method, group in by_method(runs).items():
-        finals = [final_metrics(r) for r in group]
-        keys = [k for k in finals[0] if all(k in f for f in finals)]
-        out[method] = {k: stat(f[k] for f in finals) for k in keys}
-        for m in group[0].modalities:
-            out[method][f"trace_mean.{m}"] = stat(mean_trace(r, m) for r in group)
-    return out
+UNREGULATED = ("joint", "joint_star")
+"""Trained methods that regulate nothing (with the references: no provenance check needed)."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Comparison:
-    """mean(a) - mean(b) and its standard error sqrt(s_a^2/n_a + s_b^2/n_b) (Welch)."""
-
-    diff: float
-    se: float
-    verdict: str
-    """holds (diff > Z * se), reversed (diff < -Z * se) or not shown."""
-
-
-def compare(a: Stat, b: Stat, z: float = Z) -> Comparison:
-    diff = a.mean - b.mean
-    se = math.sqrt(a.std**2 / max(a.n, 1) + b.std**2 / max(b.n, 1))
-    if math.isnan(diff):
-        verdict = "not measured"
-    elif diff > z * se and diff > 0:
-        verdict = "holds"
-    elif diff < -z * se and diff < 0:
-        verdict = "reversed"
-    else:
-        verdict = "not shown"
-    return Comparison(diff=diff, se=se, verdict=verdict)
-
-
-def weak_modality(stats: Mapping[str, Stat], modalities: Sequence[str]) -> str:
-    """The modality whose branch accuracy is lower under joint training (the suppressed one)."""
-    return min(modalities, key=lambda m: stats[f"acc.{m}"].mean)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Claim:
-    claim: str
-    """The paper's claim, in words."""
-    metric: str
-    better: str
-    """Method key expected to be higher."""
-    worse: str
-    comparison: Comparison
-
-
-# (claim, metric with {weak} for the weak modality, method expected higher, method lower)
-CLAIMS: tuple[tuple[str, str, str, str], ...] = (
-    ("InfoReg raises the weak modality's branch accuracy", "acc.{weak}", "inforeg", "joint"),
-    ("InfoReg* raises the weak modality's branch accuracy", "acc.{weak}", "inforeg_star",
-     "joint_star"),
-    ("InfoReg (official code) raises the weak modality's branch accuracy", "acc.{weak}",
-     "inforeg_official", "joint_star"),
-    ("InfoReg raises overall accuracy", "acc", "inforeg", "joint"),
-    ("InfoReg* raises overall accuracy", "acc", "inforeg_star", "joint_star"),
-    ("InfoReg (official code) raises overall accuracy", "acc", "inforeg_official", "joint_star"),
-    ("InfoReg beats OGM-GE", "acc", "inforeg", "ogm_ge"),
-    ("InfoReg raises the weak modality's information amount (Fig. 1)", "trace_mean.{weak}",
-     "inforeg", "joint"),
-    ("The window matters: regulating in it beats regulating always", "acc", "inforeg",
-     "inforeg_always"),
-    ("The window matters: regulating in it beats regulating outside it", "acc", "inforeg",
-     "inforeg_outside"),
-    # Not claims of the InfoReg paper: checks that regulation moves the branches at all.
-    ("(Check) regulating in every epoch raises the weak modality's branch accuracy",
-     "acc.{weak}", "inforeg_always", "joint"),
-    ("(Check, OGM-GE's own claim) OGM-GE raises the weak modality's branch accuracy",
-     "acc.{weak}", "ogm_ge", "joint"),
-)  # fmt: skip
-
-
-def study_claims(agg: Mapping[str, Mapping[str, Stat]], weak: str) -> list[Claim]:
-    """Every claim of CLAIMS whose two methods were run."""
-    out = []
-    for text, metric_tpl, better, worse in CLAIMS:
-        metric = metric_tpl.format(weak=weak)
-        if better not in agg or worse not in agg or metric not in agg[better]:
-            continue
-        comparison = compare(agg[better][metric], agg[worse][metric])
-        out.append(
-            Claim(claim=text, metric=metric, better=better, worse=worse, comparison=comparison)
-        )
-    return out
-
-
-def to_json(
-    methods: Sequence[Method],
-    agg: Mapping[str, Mapping[str, Stat]],
-    claims: Sequence[Claim],
-    runs: Sequence[Run],
-    meta: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The aggregated results as one JSON-able object (docs/results/<study>/summary.json)."""
-    return {
-        "meta": dict(meta),
-        "rule": f"holds: mean difference > {Z} x its standard error (Welch); reversed: < -{Z} x",
-        "methods": {
-            m.key: {
-                "label": m.label,
-                "group": m.group,
-                "metrics": {k: asdict(s) for k, s in agg.get(m.key, {}).items()},
-            }
-            for m in methods
-        },
-        "claims": [asdict(c) for c in claims],
-        "runs": [
-            {"method": r.method, "seed": r.seed, "metrics_jsonl": r.source, "sha256": r.sha256}
-            for r in runs
-        ],
-    }
+def is_regulated(method: Method) -> bool:
+    """Every method but joint training, Joint* and the encoders alone."""
+    return method.group != "reference" and method.key not in UNREGULATED

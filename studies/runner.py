@@ -1,7 +1,9 @@
-"""Run a study end to end: build its dataset, train its methods x seeds, write its report.
+"""Run a study end to end: build its dataset, calibrate its recipe, train its methods x seeds,
+write its report (docs/study-protocol.md is the protocol it follows).
 
-    python -m studies.runner avmnist [--seeds 3] [--parallel 2] [--out runs/study-avmnist]
+    python -m studies.runner avmnist [--seeds 5] [--parallel 2] [--out runs/study-avmnist]
                                    [--epochs N] [--methods joint,inforeg] [--report-only]
+                                   [--calibrate-only]
 
 (`make study-avmnist`.) Steps, each skipped when already done so that re-running is cheap and a
 killed study continues where it stopped:
@@ -9,12 +11,19 @@ killed study continues where it stopped:
 1. data: the source folder is checked against its SHA256SUMS; the manifest is rendered unless
    ``OUT/raw/avmnist.json`` records the same options; ``inforeg-preprocess build`` writes the
    FFCV shards, or confirms (re-hashing them) that ``OUT/shards`` is up to date;
-2. runs: one single-process trainer per (method, seed), ``--parallel`` at a time with
-   ``run.threads=1`` (independent runs use the cores better than one run on several threads).
-   A run whose ``summary.json`` says it finished is skipped; any other run is started with
-   ``--resume auto`` (it continues from its latest complete checkpoint, if any). A run folder
-   holding another configuration stops the study rather than being overwritten;
-3. report: `studies.results` aggregates every run's ``metrics.jsonl``; `studies.results_doc`
+2. calibration (`calibrate`): the study's candidate recipes in order, with unregulated runs
+   only (joint training, then the encoders alone) on calibration seeds the study never uses,
+   under ``OUT/calibration/<candidate>/``; the first candidate meeting every criterion is the
+   recipe, and the dose-response thresholds are replayed on its joint traces
+   (``OUT/calibration/calibration.json``, recomputed from the runs on every invocation);
+3. runs: one single-process trainer per (method, seed) with the chosen recipe, ``--parallel`` at
+   a time with ``run.threads=1`` (independent runs use the cores better than one run on several
+   threads). A run whose ``summary.json`` says it finished is skipped; any other run is started
+   with ``--resume auto`` (it continues from its latest complete checkpoint, if any). A run
+   folder holding another configuration stops the study rather than being overwritten; a
+   method whose configuration does not build is reported as not run (``OUT/not_run.json``).
+   Each start is recorded with its commit in the run's ``provenance.json``;
+4. report: `studies.results` aggregates every run's ``metrics.jsonl``; `studies.results_doc`
    writes the figures (`studies.figures`), the markdown (`studies.markdown`, ``docs/RESULTS.md``)
    and the small result files.
 
@@ -33,13 +42,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from launch.checkpoint import find_latest
-from launch.config import config_to_dict, load_config
+from launch.config import TrainConfig, config_to_dict, load_config
+from launch.typed import ConfigError
+from studies import calibration
 from studies.avmnist import STUDIES, Study
+from studies.calibration import Candidate
+from studies.results import Method, Run, load_run
 from studies.results_doc import write_study_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,38 +92,49 @@ class RunSpec:
 def plan(
     study: Study,
     out: Path,
-    seeds: int,
+    seeds: int | Sequence[int],
     epochs: int | None = None,
     methods: Sequence[str] | None = None,
+    recipe: Sequence[str] = (),
+    extra: Sequence[Method] = (),
+    folder: str = "runs",
 ) -> list[RunSpec]:
-    """The study's runs, seed-major (every method of seed 0 first), so a study cut short still
-    has whole rows of seeds."""
-    keys = [m.key for m in study.methods]
+    """The study's runs: the primary claims' methods for every seed first, then the others,
+    each part seed-major, so a study cut short has its primary comparisons and whole rows of
+    seeds. `seeds`: a count (0..n-1) or the seeds; `recipe`: the calibrated recipe's overrides,
+    applied to every run; `extra`: methods beyond the study's list (the dose-response series)."""
+    every = [*study.methods, *extra]
+    keys = [m.key for m in every]
     chosen = list(methods) if methods else keys
     unknown = sorted(set(chosen) - set(keys))
     if unknown:
         raise StudyError(f"--methods: unknown {unknown}; the {study.name} study has {keys}")
     specs = []
-    for seed in range(seeds):
-        for key in (k for k in keys if k in chosen):
-            run_dir = out / "runs" / key / f"seed{seed}"
-            overrides = [
-                f"data.dir={out / 'shards'}",
-                f"run.seed={seed}",
-                f"regulator.noise_seed={seed}",
-                f"run.out_dir={run_dir}",
-            ]
-            if epochs is not None:
-                overrides.append(f"run.epochs={epochs}")
-            specs.append(
-                RunSpec(
-                    method=key,
-                    seed=seed,
-                    config=study.config_path(ROOT, key),
-                    out_dir=run_dir,
-                    overrides=tuple(overrides),
-                )
+    seed_list = list(range(seeds) if isinstance(seeds, int) else seeds)
+    first = [m for m in every if m.key in chosen and m.key in study.primary]
+    rest = [m for m in every if m.key in chosen and m.key not in study.primary]
+    order = [(s, m) for s in seed_list for m in first] + [(s, m) for s in seed_list for m in rest]
+    for seed, method in order:
+        run_dir = out / folder / method.key / f"seed{seed}"
+        overrides = [
+            f"data.dir={out / 'shards'}",
+            *recipe,
+            *method.overrides,
+            f"run.seed={seed}",
+            f"regulator.noise_seed={seed}",
+            f"run.out_dir={run_dir}",
+        ]
+        if epochs is not None:
+            overrides.append(f"run.epochs={epochs}")
+        specs.append(
+            RunSpec(
+                method=method.key,
+                seed=seed,
+                config=study.config_path(ROOT, method.config_stem),
+                out_dir=run_dir,
+                overrides=tuple(overrides),
             )
+        )
     return specs
 
 
@@ -119,13 +143,42 @@ def expected_config(spec: RunSpec) -> dict[str, Any]:
     return config_to_dict(load_config(spec.config, spec.overrides))
 
 
+def with_added_defaults(found: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded configuration with the fields the trainer gained since it was written
+    filled in at their defaults (a section key the file lacks and its dataclass has): a field
+    added later does not make a finished run foreign. Whoever adds a field keeps the old
+    behaviour at its default, or changes the study's configs, which then differ."""
+    out = dict(found)
+    for section, cls in get_type_hints(TrainConfig).items():
+        if not (is_dataclass(cls) and isinstance(out.get(section), dict)):
+            continue
+        defaults = {f.name: field_default(f) for f in fields(cls)}
+        defaults = {k: v for k, v in defaults.items() if v is not MISSING}
+        added = {k: v for k, v in defaults.items() if k not in out[section]}
+        out[section] = {**out[section], **json.loads(json.dumps(added, default=asdict_or_str))}
+    return out
+
+
+def field_default(f: Field[Any]) -> Any:
+    """The field's default (from its factory if it has one); MISSING when it has none."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def asdict_or_str(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)
+
+
 def run_state(spec: RunSpec, expected: dict[str, Any]) -> str:
     """done (finished: skip), resume (a complete checkpoint to continue from) or new.
 
     StudyError when the folder holds a run of another configuration: it is never overwritten."""
     config_file = spec.out_dir / "config.json"
     if config_file.is_file():
-        found = json.loads(config_file.read_text())
+        found = with_added_defaults(json.loads(config_file.read_text()))
         if found != expected:
             differ = sorted(
                 k for k in set(found) | set(expected) if found.get(k) != expected.get(k)
@@ -170,6 +223,29 @@ class Session:
         return out
 
 
+def code_state(root: Path = ROOT) -> dict[str, Any]:
+    """The checkout's commit and whether tracked files differ from it ({} outside git)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD").strip()
+    if not commit:
+        return {}
+    dirty = [line[3:] for line in git("status", "--porcelain", "-uno").splitlines()]
+    return {"commit": commit, "dirty": dirty}
+
+
+def record_provenance(run_dir: Path) -> None:
+    """Append to RUN/provenance.json when (UTC) and from which commit this invocation started
+    the run: the report checks each regulated run against the protocol's commit."""
+    path = run_dir / "provenance.json"
+    starts = json.loads(path.read_text())["starts"] if path.is_file() else []
+    starts.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **code_state()})
+    path.write_text(json.dumps({"starts": starts}, indent=1) + "\n")
+
+
 def run_all(
     specs: Sequence[RunSpec],
     parallel: int,
@@ -186,6 +262,7 @@ def run_all(
             while pending and len(running) < parallel:
                 spec = pending.pop(0)
                 spec.out_dir.mkdir(parents=True, exist_ok=True)
+                record_provenance(spec.out_dir)
                 out = (spec.out_dir / "train.log").open("ab")
                 proc = subprocess.Popen(spec.command(python), stdout=out, stderr=subprocess.STDOUT)
                 running[spec.name] = (spec, proc, time.perf_counter(), out)
@@ -217,6 +294,90 @@ def run_all(
             out.close()
 
 
+def runnable(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], dict[str, str]]:
+    """The specs whose configuration builds, and method -> the configuration error of those
+    that do not (protocol section 2: reported as not run, never replaced by something else)."""
+    ok: list[RunSpec] = []
+    errors: dict[str, str] = {}
+    for spec in specs:
+        try:
+            expected_config(spec)
+        except (ConfigError, ValueError) as e:
+            errors.setdefault(spec.method, str(e))
+            continue
+        ok.append(spec)
+    return ok, errors
+
+
+def train(
+    specs: Sequence[RunSpec],
+    parallel: int,
+    session: Session,
+    train_missing: bool,
+    strict: bool = True,
+) -> list[RunSpec]:
+    """Train the specs that are not finished (when `train_missing`); return those still missing.
+    StudyError when a run fails and `strict` (the calibration cannot choose without its runs;
+    the study's report lists a failed run instead)."""
+    todo = [s for s in specs if run_state(s, expected_config(s)) != "done"]
+    if todo and train_missing:
+        run_all(todo, parallel, session, lambda s: print(s, flush=True))
+        if session.failed and strict:
+            raise StudyError(f"{len(session.failed)} run(s) failed: {sorted(session.failed)}")
+        todo = [s for s in specs if run_state(s, expected_config(s)) != "done"]
+    return todo
+
+
+def load_runs(specs: Sequence[RunSpec]) -> list[Run]:
+    return [load_run(s.out_dir / "metrics.jsonl", s.method, s.seed) for s in specs]
+
+
+def calibrate(
+    study: Study, out: Path, parallel: int, session: Session, train_missing: bool = True
+) -> dict[str, Any]:
+    """Protocol section 1: try the candidates in order with unregulated runs on the calibration
+    seeds (joint first; the encoders alone only where joint meets C1), stop at the first that
+    meets every criterion, choose, and fix the dose thresholds; OUT/calibration/calibration.json.
+    Every figure is recomputed from the runs, so re-running only trains what is missing."""
+    results: dict[str, dict[str, Any]] = {}
+    joint_runs: dict[str, list[Run]] = {}
+    for candidate in study.candidates:
+
+        def specs(methods: Sequence[str], chosen: Candidate = candidate) -> list[RunSpec]:
+            seeds = study.calibration_seeds
+            return plan(study, out, seeds, None, methods, chosen.overrides(),
+                        folder=f"calibration/{chosen.name}")  # fmt: skip
+
+        joint_key, *alone_keys = study.calibration_methods
+        if train(specs([joint_key]), parallel, session, train_missing):
+            raise StudyError(f"calibration {candidate.name}: joint runs missing (--report-only)")
+        joint_runs[candidate.name] = load_runs(specs([joint_key]))
+        result = calibration.evaluate(joint_runs[candidate.name], {}, study.strong, study.weak,
+                                      study.criteria)  # fmt: skip
+        if result["C1"]["met"]:
+            if train(specs(alone_keys), parallel, session, train_missing):
+                raise StudyError(f"calibration {candidate.name}: runs missing (--report-only)")
+            alone = {k.removesuffix("_only"): load_runs(specs([k])) for k in alone_keys}
+            result = calibration.evaluate(joint_runs[candidate.name], alone, study.strong,
+                                          study.weak, study.criteria)  # fmt: skip
+        results[candidate.name] = {"overrides": list(candidate.overrides()), **result}
+        print(f"study: calibration {candidate.name}: " + ", ".join(
+            f"{c} {'met' if result[c]['met'] else 'not met' if result[c]['met'] is False else '-'}"
+            for c in ("C1", "C2", "C3")), flush=True)  # fmt: skip
+        if calibration.meets_all(result):
+            break
+    order = [c.name for c in study.candidates]
+    chosen, why = calibration.choose(results, order)
+    dose = calibration.dose_thresholds(joint_runs[chosen], study.strong, study.dose_grid)
+    summary = {"order": order, "candidates": results, "chosen": chosen, "why": why,
+               "seeds": list(study.calibration_seeds), "dose": dose}  # fmt: skip
+    path = out / "calibration" / "calibration.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"study: calibration chose {chosen} ({why}); dose thresholds {dose['thresholds']}")
+    return summary
+
+
 def record_session(out: Path, session: Session) -> list[dict[str, Any]]:
     path = out / "study.json"
     sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
@@ -246,15 +407,17 @@ def build_dataset(study: Study, source: Path, out: Path, log: Callable[[str], No
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("study", choices=sorted(STUDIES))
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per method")
     p.add_argument("--parallel", type=int, default=2, help="runs trained at the same time")
     p.add_argument("--out", type=Path, default=None, help="default runs/study-<study>")
     p.add_argument("--source", type=Path, default=Path("../shared/data"))
     p.add_argument("--epochs", type=int, default=None, help="override run.epochs")
     p.add_argument("--methods", default="", help="comma-separated subset (default: all)")
+    p.add_argument("--skip", default="", help="comma-separated methods left out of this invocation")
     p.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"))
     p.add_argument("--results-dir", type=Path, default=None, help="default docs/results/<study>")
     p.add_argument("--report-only", action="store_true", help="no data build, no training")
+    p.add_argument("--calibrate-only", action="store_true", help="stop after the calibration")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.parallel < 1:
         p.error("--seeds and --parallel must be >= 1")
@@ -262,40 +425,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path(f"runs/study-{study.name}")
     results_dir = args.results_dir or Path("docs/results") / study.name
     methods = [m for m in args.methods.split(",") if m] or None
-
+    session = Session(parallel=args.parallel)
+    train_missing = not args.report_only
     try:
-        specs = plan(study, out, args.seeds, args.epochs, methods)
-        states = {s.name: run_state(s, expected_config(s)) for s in specs}
-        todo = [s for s in specs if states[s.name] != "done"]
-        session = Session(
-            parallel=args.parallel, skipped=[s.name for s in specs if states[s.name] == "done"]
-        )
-        print(
-            f"study {study.name}: {len(specs)} runs, {len(specs) - len(todo)} finished, "
-            f"{sum(states[s.name] == 'resume' for s in todo)} to resume, "
-            f"{sum(states[s.name] == 'new' for s in todo)} to start; out {out}",
-            flush=True,
-        )
-        if todo and not args.report_only:
+        if train_missing:
             out.mkdir(parents=True, exist_ok=True)
             build_dataset(study, args.source, out, lambda s: print(s, flush=True))
-            run_all(todo, args.parallel, session, lambda s: print(s, flush=True))
-            session.finished = time.time()
-            record_session(out, session)
-            if session.failed:
-                print(f"study: {len(session.failed)} run(s) failed: {sorted(session.failed)}")
-                return 1
-        missing = [s.name for s in specs if run_state(s, expected_config(s)) != "done"]
-        if missing:
-            print(f"study: not finished, no report: {missing}", file=sys.stderr)
-            return 1
+        chosen = calibrate(study, out, args.parallel, session, train_missing)
+        if args.calibrate_only:
+            return finish(out, session, train_missing)
+        recipe = study.candidate(chosen["chosen"]).overrides()
+        dose = study.dose_methods(chosen["dose"]["thresholds"])
+        skip = {m for m in args.skip.split(",") if m}
+        keys = [m.key for m in (*study.methods, *dose)]
+        unknown = sorted(skip - set(keys))
+        if unknown:
+            raise StudyError(f"--skip: unknown {unknown}; the {study.name} study has {keys}")
+        subset = [k for k in (methods or keys) if k not in skip]
+        planned = plan(study, out, range(args.seeds), args.epochs, subset, recipe, dose)
+        specs, not_run = runnable(planned)
+        (out / "not_run.json").write_text(json.dumps(not_run, indent=1) + "\n")
+        for key, error in not_run.items():
+            print(f"study: {key} cannot run, reported as not run: {error}", flush=True)
+        states = {s.name: run_state(s, expected_config(s)) for s in specs}
+        session.skipped = [s.name for s in specs if states[s.name] == "done"]
+        print(
+            f"study {study.name}: {len(specs)} runs, {len(session.skipped)} finished, "
+            f"{sum(v == 'resume' for v in states.values())} to resume, "
+            f"{sum(v == 'new' for v in states.values())} to start; out {out}",
+            flush=True,
+        )
+        missing = train(specs, args.parallel, session, train_missing, strict=False)
+        finish(out, session, train_missing)
     except StudyError as e:
+        finish(out, session, train_missing)
         print(f"study: {e}", file=sys.stderr)
         return 2
 
     paths = write_study_report(study, specs, out, args.report, results_dir, ROOT)
     for path in paths:
         print(f"study: wrote {path}")
+    if missing:
+        names = [s.name for s in missing]
+        print(f"study: {len(names)} run(s) not finished, listed in the report: {names}")
+        return 1
+    return 0
+
+
+def finish(out: Path, session: Session, trained: bool) -> int:
+    """Record this invocation's session (when it could train) in OUT/study.json."""
+    if trained and (session.trained or session.failed):
+        session.finished = time.time()
+        record_session(out, session)
     return 0
 
 

@@ -13,8 +13,10 @@ Transcribed from lihong2303/AGM_ICCV2023 @ 5a65542:
   means ``r`` BEFORE this step; ``k_m = exp(alpha * min(optimal_m - ratio_m, 10))``; then
   ``r_m <- r_m (it - 1) / it + s_m / it`` with ``it`` the 1-based global step (a mean over all of
   training); lines 159-166: ``k`` scales the gradient flowing back through ``out_m`` (backward
-  hooks); lines 233-238: when an entry of the head's weight gradient leaves [-1, 1], the whole
-  model's gradient norm is clipped to 1.
+  hooks); lines 233-238: when an entry of the fusion head's weight gradient leaves [-1, 1]
+  (``grad_max > 1 or grad_min < -1`` on ``fusion_module.fc_out.weight.grad``), the whole
+  model's gradient norm is clipped to 1 (``nn.utils.clip_grad_norm_(model.parameters(),
+  max_norm=1.0)``: L2 over every parameter, after the hooks scaled the encoders').
 
 BalanceBenchmark's ``AGM_trainer.py`` (lines 26-53, 535-586) gives the three-modality Shapley
 weights used by `shapley_matrix`; its general-M ratio has the opposite sign and cap 7 (see the
@@ -24,11 +26,11 @@ docs). The Shapley form is defined for any number of modalities (2^M coalitions)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 EMPTY_VALUES = ("zero", "forward")
 
@@ -149,6 +151,23 @@ def clip_scale(
 ) -> Tensor:
     """() the factor AGM multiplies every gradient by: ``clip_grad_norm_(max_norm)``'s
     ``min(1, max_norm / (norm + 1e-6))`` when the head's weight gradient has an entry beyond
-    ``+-threshold``, else 1 (all on device)."""
+    ``+-threshold``, else 1 (all on device). `total_norm` is the whole model's L2 gradient norm
+    after AGM's scaling (the code clips after the backward hooks scaled the encoders')."""
     clip = (max_norm / (total_norm.double() + 1e-6)).clamp_max(1.0)
     return torch.where(head_grad_absmax > threshold, clip, torch.ones_like(clip)).float()
+
+
+def clip_reference(
+    params: Iterable[nn.Parameter], head_weight: nn.Parameter, threshold: float, max_norm: float
+) -> float:
+    """The authors' clip on an ordinary model in plain PyTorch, the oracle of the fused path
+    (``run/CREMAD_main.py`` lines 234-238): when the head weight's gradient has an entry above
+    `threshold` or below ``-threshold``, ``clip_grad_norm_(params, max_norm)``. Returns the
+    factor applied (host syncs: a reference, not a hot path)."""
+    g = head_weight.grad
+    if g is None:
+        raise ValueError("clip_reference: the head weight has no gradient")
+    if not (g.max() > threshold or g.min() < -threshold):
+        return 1.0
+    norm = nn.utils.clip_grad_norm_(list(params), max_norm=max_norm)
+    return min(1.0, max_norm / (float(norm) + 1e-6))

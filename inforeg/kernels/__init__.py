@@ -27,6 +27,13 @@ from inforeg.kernels.views import (
     SquareSet,
     TensorSet,
 )
+from inforeg.kernels.whole import (
+    HeadFragment,
+    ModelGradients,
+    head_abs_max,
+    model_sum_squares,
+    scale_model_,
+)
 
 IMPLS = ("reference", "foreach", "flat")
 
@@ -38,12 +45,17 @@ __all__ = [
     "FlatSet",
     "GradientUpdate",
     "GradientView",
+    "HeadFragment",
+    "ModelGradients",
     "ParamGradients",
     "SquareSet",
     "TensorSet",
+    "head_abs_max",
+    "model_sum_squares",
     "param_moments",
     "regulate_",
     "resolve_impl",
+    "scale_model_",
     "square_sums",
     "square_sums_reference",
 ]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from inforeg.groups import ModalityGroups
-from inforeg.kernels import GradientView
+from inforeg.kernels import GradientView, ModelGradients
 from inforeg.regulators.agm import AGMRegulator
 from inforeg.regulators.base import Event, Regulator, all_reduce_sum_
 from inforeg.regulators.gblending import GBlendingRegulator
@@ -73,15 +73,25 @@ def build_regulator(
     *,
     process_group: Any = None,
     encoders: Mapping[str, nn.Module] | nn.ModuleDict | None = None,
+    model_gradients: ModelGradients | None = None,
 ) -> Regulator:
     """The regulator `cfg` names, over `gradients` (one view, or one per flat partition).
 
     `head` is the model's shared linear head (its slices give the unimodal logits);
     `process_group` is the data-parallel group (None: the default group when
     torch.distributed is initialized, else single-process); `encoders` (modality -> encoder)
-    for the methods that run extra no-grad forwards (agm).
+    for the methods that run extra no-grad forwards (agm); `model_gradients` (every gradient
+    of the model, `ModelGradients`) for the methods that act on the whole model (agm's clip).
     """
     cls = regulator_class(cfg.name)
     cls.check_config(cfg)
     cls.check_modalities(groups.modalities)
-    return cls(cfg, groups, gradients, head, process_group=process_group, encoders=encoders)
+    return cls(
+        cfg,
+        groups,
+        gradients,
+        head,
+        process_group=process_group,
+        encoders=encoders,
+        model_gradients=model_gradients,
+    )

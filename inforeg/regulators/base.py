@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from inforeg import functional as Fn
 from inforeg.groups import ModalityGroups
-from inforeg.kernels import GradientUpdate, GradientView, regulate_
+from inforeg.kernels import GradientUpdate, GradientView, ModelGradients, regulate_
 from inforeg.model import ModelOutput
 
 if TYPE_CHECKING:  # the config validates names against the registry of these classes
@@ -173,6 +173,7 @@ class Regulator:
         *,
         process_group: Any = None,
         encoders: Mapping[str, nn.Module] | nn.ModuleDict | None = None,
+        model_gradients: ModelGradients | None = None,
     ):
         views = [gradients] if isinstance(gradients, GradientView) else list(gradients)
         if not views:
@@ -193,6 +194,9 @@ class Regulator:
                 f"regulator.name: {self.name} runs the encoders on their own, which is not the "
                 "function of a model with cross-modal modules (model.fusion: mmtm)"
             )
+        if model_gradients is not None and model_gradients.partial != views[0].partial:
+            raise ValueError("model_gradients and the gradient views mix partial and full")
+        self.model_gradients = model_gradients  # every gradient of the model (AGM's clip)
         self.modalities = groups.modalities
         self.partial = views[0].partial
         self.rank = dist.get_rank(process_group) if dist.is_initialized() else 0

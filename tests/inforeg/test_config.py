@@ -49,6 +49,9 @@ def test_official_variant_resolves_its_own_score_and_threshold():
         ({"gblending_super_epoch": 0}, "regulator.gblending_super_epoch"),
         ({"mmpareto_gamma": 0.0}, "regulator.mmpareto_gamma"),
         ({"noise_seed": -1}, "regulator.noise_seed"),
+        ({"name": "agm", "agm_clip": 1}, "regulator.agm_clip"),
+        ({"name": "agm", "agm_clip_threshold": 0.0}, "regulator.agm_clip_threshold"),
+        ({"name": "agm", "agm_clip_norm": float("inf")}, "regulator.agm_clip_norm"),
     ],
 )
 def test_bad_values_name_the_field(kwargs, field):

@@ -1,13 +1,13 @@
-"""The study runner's plan and skip/resume logic, and the report's numbers, without training.
+"""The study runner's plan and skip/resume logic, without training.
 
-Runs are synthetic metrics.jsonl records with known values, so every aggregate and verdict can be
-checked by hand; the scheduler is exercised with stand-in commands (true / false) for the trainer.
+Runs are synthetic metrics.jsonl records with known values (the report's own tests:
+test_results_doc, test_claims, test_paired, ...); the scheduler is exercised with stand-in
+commands (true / false) for the trainer.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,7 @@ from launch.records import parse_run
 from launch.report import compact
 from studies.avmnist import AVMNIST, flags
 from studies.figures import window_fraction
-from studies.results import (
-    Run,
-    aggregate,
-    compare,
-    final_metrics,
-    stat,
-    study_claims,
-    weak_modality,
-)
-from studies.results_doc import write_study_report
+from studies.results import Run, final_metrics
 from studies.runner import (
     ROOT,
     RunSpec,
@@ -38,6 +29,7 @@ from studies.runner import (
     record_session,
     run_all,
     run_state,
+    runnable,
 )
 
 MODALITIES = ("audio", "video")
@@ -94,57 +86,23 @@ def test_final_metrics_are_the_last_epoch_with_the_best_beside() -> None:
         final_metrics(as_run("joint", 0, []))
 
 
-def test_stat_is_mean_and_sample_std() -> None:
-    s = stat([0.8, 0.9, 1.0])
-    assert s.mean == pytest.approx(0.9) and s.std == pytest.approx(0.1) and s.n == 3
-    assert stat([0.5]).std == 0.0
-    assert math.isnan(stat([]).mean)
-
-
-def test_compare_verdicts_follow_the_stated_rule() -> None:
-    a, b = stat([0.90, 0.91, 0.92]), stat([0.80, 0.81, 0.82])  # se = sqrt(2 * 0.01^2 / 3)
-    c = compare(a, b)
-    assert c.diff == pytest.approx(0.10) and c.se == pytest.approx(math.sqrt(2e-4 / 3))
-    assert c.verdict == "holds"
-    assert compare(b, a).verdict == "reversed"
-    assert compare(stat([0.80, 0.90]), stat([0.84, 0.85])).verdict == "not shown"
-    assert compare(stat([0.8]), stat([0.8])).verdict == "not shown"  # equal, no spread
-
-
-def test_aggregate_weak_modality_and_claims() -> None:
-    runs = [run("joint", s, 0.90 + 0.01 * s, 0.40 + 0.01 * s) for s in range(3)]
-    runs += [run("inforeg", s, 0.93 + 0.01 * s, 0.55 + 0.01 * s, trace_video=0.5) for s in range(3)]
-    runs += [run("inforeg_always", s, 0.91, 0.50) for s in range(3)]
-    agg = aggregate(runs)
-    assert agg["joint"]["acc"].mean == pytest.approx(0.91) and agg["joint"]["acc"].n == 3
-    assert agg["inforeg"]["trace_mean.video"].mean == pytest.approx(0.5)
-    weak = weak_modality(agg["joint"], MODALITIES)
-    assert weak == "video"
-    claims = {(c.better, c.worse, c.metric): c.comparison for c in study_claims(agg, weak)}
-    # only the claims whose two methods ran; each with its verdict
-    assert set(claims) == {
-        ("inforeg", "joint", "acc.video"),
-        ("inforeg", "joint", "acc"),
-        ("inforeg", "joint", "trace_mean.video"),
-        ("inforeg", "inforeg_always", "acc"),
-        ("inforeg_always", "joint", "acc.video"),
-    }
-    assert claims[("inforeg", "joint", "acc.video")].diff == pytest.approx(0.15)
-    assert claims[("inforeg_always", "joint", "acc.video")].verdict == "holds"
-    assert claims[("inforeg", "inforeg_always", "acc")].verdict == "holds"
-
-
 def test_window_fraction_and_compact() -> None:
     runs = [run("joint", 0, 0.9, 0.4, windows=(2,)), run("joint", 1, 0.9, 0.4, windows=())]
     assert window_fraction(runs, "audio") == {0: 0.0, 1: 0.0, 2: 0.5}
     assert compact([2, 3, 4, 8]) == "2-4, 8" and compact([]) == "none" and compact([5]) == "5"
 
 
-def test_plan_is_the_full_matrix_seed_major(tmp_path: Path) -> None:
+def test_plan_is_the_full_matrix_primary_first_then_seed_major(tmp_path: Path) -> None:
     specs = plan(AVMNIST, tmp_path, seeds=3)
     keys = [m.key for m in AVMNIST.methods]
     assert len(specs) == 3 * len(keys)
-    assert [s.method for s in specs[: len(keys)]] == keys and {s.seed for s in specs[:10]} == {0}
+    primary = list(AVMNIST.primary)
+    n = len(primary)
+    expected = [(i, m) for i in range(3) for m in primary]
+    assert [(s.seed, s.method) for s in specs[: 3 * n]] == expected
+    rest = [k for k in keys if k not in primary]
+    assert [s.method for s in specs[3 * n : 3 * n + len(rest)]] == rest
+    assert {s.seed for s in specs[3 * n : 3 * n + len(rest)]} == {0}
     required = {"joint", "joint_star", "ogm_ge", "inforeg", "inforeg_official", "inforeg_star"}
     assert required | {"inforeg_always", "inforeg_outside"} <= set(keys)
     s = specs[-1]
@@ -159,8 +117,11 @@ def test_plan_is_the_full_matrix_seed_major(tmp_path: Path) -> None:
 
 
 def test_the_config_family_differs_only_in_the_regulator(tmp_path: Path) -> None:
-    """Same data, optimiser and run everywhere; same encoders except the unimodal references."""
-    configs = {s.method: expected_config(s) for s in plan(AVMNIST, tmp_path, seeds=1)}
+    """Same data, optimiser and run everywhere; same encoders except the unimodal references
+    (and Greedy's MMTM fusion); a method whose configuration does not build is set aside."""
+    specs, not_run = runnable(plan(AVMNIST, tmp_path, seeds=1))
+    assert set(not_run) <= {"greedy"}, not_run
+    configs = {s.method: expected_config(s) for s in specs}
     base = configs["joint"]
     for key, cfg in configs.items():
         assert cfg["data"] == base["data"] and cfg["optim"] == base["optim"], key
@@ -171,12 +132,18 @@ def test_the_config_family_differs_only_in_the_regulator(tmp_path: Path) -> None
             (modality,) = cfg["model"]["encoders"]
             assert cfg["model"]["encoders"][modality] == base["model"]["encoders"][modality]
         else:
-            assert cfg["model"] == base["model"], key
+            assert {**cfg["model"], "fusion": "concat"} == base["model"], key
+            assert cfg["model"]["fusion"] == ("mmtm" if key == "greedy" else "concat"), key
     assert configs["inforeg_star"]["regulator"]["unimodal_loss"] is True
     assert configs["inforeg_always"]["regulator"]["schedule"] == "always"
     assert configs["inforeg_outside"]["regulator"]["schedule"] == "outside"
     assert configs["inforeg_official"]["regulator"]["variant"] == "official"
     assert configs["ogm_ge"]["regulator"]["name"] == "ogm_ge"
+    assert configs["ogm"]["regulator"]["name"] == "ogm"
+    for base_key in ("ogm", "agm", "pmr"):
+        for schedule in ("window", "outside"):
+            cfg = configs[f"{base_key}_{schedule}"]["regulator"]
+            assert cfg == {**configs[base_key]["regulator"], "schedule": schedule}
 
 
 def spec_in(tmp_path: Path, method: str = "joint", epochs: int = 3) -> RunSpec:
@@ -203,6 +170,15 @@ def test_run_state_new_resume_done_and_foreign(tmp_path: Path) -> None:
     (s.out_dir / "config.json").write_text(json.dumps(other))
     with pytest.raises(StudyError, match=r"another configuration \(sections \['optim'\]"):
         run_state(s, expected)
+    # a run written before the trainer gained a field (at its default) is still this run ...
+    older = json.loads(json.dumps(expected))
+    del older["regulator"]["agm_clip"], older["regulator"]["beta"]
+    (s.out_dir / "config.json").write_text(json.dumps(older))
+    assert run_state(s, expected) == "done"
+    # ... but not when the study now sets that field to something else
+    changed = config_to_dict(load_config(s.config, [*s.overrides, "regulator.agm_clip=false"]))
+    with pytest.raises(StudyError, match="regulator"):
+        run_state(s, changed)
 
 
 def test_run_all_runs_everything_in_parallel_and_records_failures(tmp_path: Path) -> None:
@@ -239,41 +215,3 @@ def test_data_commands_and_manifest_reuse(tmp_path: Path) -> None:
     changed = {**AVMNIST.manifest_config(), "image_noise": 0.5}
     (raw / "avmnist.json").write_text(json.dumps({"config": changed}))
     assert not AVMNIST.manifest_current(raw)
-
-
-def test_report_from_synthetic_runs(tmp_path: Path) -> None:
-    """The report, JSON and figures are written from run folders alone, numbers traceable."""
-    out = tmp_path / "study"
-    specs = plan(AVMNIST, out, seeds=2, epochs=3, methods=["joint", "inforeg", "video_only"])
-    for s in specs:
-        s.out_dir.mkdir(parents=True)
-        (s.out_dir / "config.json").write_text(json.dumps(expected_config(s)))
-        acc, video = (0.93, 0.55) if s.method == "inforeg" else (0.90, 0.40)
-        recs = records([0.5, 0.7, acc + 0.01 * s.seed], [0.3, 0.4, video], regulated=(2,))
-        if s.method == "video_only":
-            recs = [{k: v for k, v in r.items() if "audio" not in k} for r in recs]  # one modality
-        (s.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (out / "shards").mkdir()
-    (out / "shards" / "dataset.json").write_text(
-        json.dumps(
-            {
-                "splits": {"train": {"samples": 5400}, "test": {"samples": 600}},
-                "audio_feature_shape": [40, 19],
-            }
-        )
-    )
-    report = tmp_path / "docs" / "RESULTS.md"
-    paths = write_study_report(AVMNIST, specs, out, report, tmp_path / "docs" / "r", ROOT)
-    assert all(p.is_file() for p in paths)
-    text = report.read_text()
-    assert "| Joint training | 90.50 ± 0.71 |" in text
-    assert "| InfoReg (paper) | 93.50 ± 0.71 |" in text and "| 55.00 ± 0.00 |" in text
-    assert "**video**" in text and "![information](r/information.png)" in text
-    flat = " ".join(text.split())
-    assert "InfoReg (paper): 1/1 of 3 epochs (seeds 0, 1) regulated audio" in flat
-    summary = json.loads((tmp_path / "docs" / "r" / "summary.json").read_text())
-    assert summary["meta"]["weak_modality"] == "video"
-    assert {c["better"] for c in summary["claims"]} == {"inforeg"}
-    assert len(summary["runs"]) == 6 and all(len(r["sha256"]) == 64 for r in summary["runs"])
-    per_run = json.loads((tmp_path / "docs" / "r" / "runs" / "inforeg-seed1.json").read_text())
-    assert per_run["final"]["acc"] == pytest.approx(0.94) and len(per_run["epochs"]) == 3

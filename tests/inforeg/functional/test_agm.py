@@ -107,3 +107,41 @@ def test_clip_only_when_the_heads_gradient_leaves_the_unit_box():
         1 / (4 + 1e-6)
     )
     assert agm.clip_scale(torch.tensor(2.0), torch.tensor(0.5)).item() == 1.0
+
+
+def test_clip_at_exactly_the_threshold_does_not_fire_and_other_bounds_apply():
+    # `grad_max > 1 or grad_min < -1`: an entry of exactly +-1 stays inside the box
+    assert agm.clip_scale(torch.tensor(1.0), torch.tensor(4.0)).item() == 1.0
+    # threshold 0.1, max_norm 2: fires at 0.5; factor 2 / (8 + 1e-6)
+    scale = agm.clip_scale(torch.tensor(0.5), torch.tensor(8.0), threshold=0.1, max_norm=2.0)
+    assert scale.item() == pytest.approx(0.25 / (1 + 1.25e-7))
+
+
+def hand_model() -> tuple[torch.nn.Parameter, torch.nn.Linear]:
+    """An encoder parameter with gradient (3, 4) and a 1 x 2 head with weight gradient
+    (0.5, -2) and bias gradient 0: ||g|| = sqrt(9 + 16 + 0.25 + 4) = 5.408326913."""
+    enc = torch.nn.Parameter(torch.zeros(2))
+    enc.grad = torch.tensor([3.0, 4.0])
+    head = torch.nn.Linear(2, 1)
+    head.weight.grad = torch.tensor([[0.5, -2.0]])
+    head.bias.grad = torch.tensor([0.0])
+    return enc, head
+
+
+def test_the_plain_reference_clips_the_whole_model_when_the_head_leaves_the_box():
+    enc, head = hand_model()
+    params = [enc, *head.parameters()]
+    factor = agm.clip_reference(params, head.weight, threshold=1.0, max_norm=1.0)
+    assert factor == pytest.approx(0.18490003122)  # 1 / (5.408326913 + 1e-6)
+    torch.testing.assert_close(enc.grad, torch.tensor([0.5547000937, 0.7396001249]))
+    torch.testing.assert_close(head.weight.grad, torch.tensor([[0.0924500156, -0.3698000624]]))
+    assert agm.clip_scale(torch.tensor(2.0), torch.tensor(5.408326913)).item() == pytest.approx(
+        factor
+    )
+
+
+def test_the_plain_reference_leaves_gradients_inside_the_box_alone():
+    enc, head = hand_model()
+    head.weight.grad = torch.tensor([[0.5, -1.0]])  # min == -1: not beyond
+    assert agm.clip_reference([enc, *head.parameters()], head.weight, 1.0, 1.0) == 1.0
+    torch.testing.assert_close(enc.grad, torch.tensor([3.0, 4.0]))

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from inforeg.config import RegulatorConfig
 from inforeg.groups import ModalityGroups
-from inforeg.kernels import ParamGradients
+from inforeg.kernels import ModelGradients, ParamGradients
 from inforeg.model import MultimodalModel
 from inforeg.regulators import Regulator, build_regulator, regulator_class
 from tests.inforeg.tiny import tiny_batch, tiny_model
@@ -30,7 +30,10 @@ def make_run(cfg: RegulatorConfig, *, modalities: int = 2, seed: int = 0, contig
     model = tiny_model(modalities, seed=seed, fusion=fusion)
     groups = ModalityGroups.from_model(model)
     view = ParamGradients(groups, contiguous=contiguous)
-    reg = build_regulator(cfg, groups, view, model.head, encoders=model.encoders)
+    whole = ModelGradients.of_model(view, model, model.head.weight)
+    reg = build_regulator(
+        cfg, groups, view, model.head, encoders=model.encoders, model_gradients=whole
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     return Run(model, reg, opt)
 

@@ -1,0 +1,71 @@
+"""The verdict paragraph says plainly what P1-P3 gave, whatever it is, with the caveat for the
+secondary claims; claim rows carry their numbers or why they were not run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from studies.analysis import Analysis, analyse
+from studies.avmnist import AVMNIST
+from studies.claims import Claim
+from studies.markdown import claims_table, verdict_lines
+from studies.paired import paired
+from tests.studies.synthetic import make_run
+
+
+def base_analysis(tmp: Path) -> Analysis:
+    runs = [make_run(tmp, "joint", s, 0.9, {"audio": 0.8, "video": 0.4}) for s in range(3)]
+    return analyse(AVMNIST.methods, runs, {}, "video")
+
+
+def with_primaries(a: Analysis, diffs: list[list[float] | None]) -> Analysis:
+    """P1-P3 replaced: per-seed differences (a paired result) or None (not run)."""
+    claims = []
+    for c in a.claims:
+        if c.spec.primary:
+            d = diffs[int(c.spec.key[1]) - 1]
+            if d is None:
+                c = Claim(spec=c.spec, not_run="inforeg: no finished run")
+            else:
+                c = Claim(
+                    spec=c.spec, result=paired(dict(enumerate(d)), dict.fromkeys(range(5), 0.0))
+                )
+        claims.append(c)
+    return replace(a, claims=claims)
+
+
+def verdict(a: Analysis) -> str:
+    return " ".join(" ".join(verdict_lines(a)).split())
+
+
+def test_the_verdict_states_the_outcome(tmp_path: Path) -> None:
+    a = base_analysis(tmp_path)
+    up = [0.01, 0.02, 0.03, 0.04, 0.05]  # t = 4.243: holds
+    flat = [0.01, -0.01, 0.02, -0.02, 0.005]  # not shown
+    down = [-x for x in up]  # reversed
+    text = verdict(with_primaries(a, [up, up, up]))
+    assert (
+        "**The paper's central claims hold on this testbed**: all three primary claims hold."
+        in text
+    )
+    text = verdict(with_primaries(a, [flat, flat, None]))
+    assert "**The paper's central claims are not shown on this testbed**" in text
+    assert "- **P3** InfoReg* raises fused accuracy over Joint*: **not run** (inforeg: no" in text
+    text = verdict(with_primaries(a, [down, up, flat]))
+    assert "**Of the paper's three central claims: 1 holds, 1 not shown, 1 reversed.**" in text
+    assert "**P1** InfoReg raises fused accuracy over joint training: -3.00 ± 0.71 points" in text
+    assert ": **reversed**." in text
+    assert "**No primary claim could be tested**" in verdict(with_primaries(a, [None] * 3))
+    assert "the verdict above rests on P1-P3" in text
+
+
+def test_claim_rows(tmp_path: Path) -> None:
+    a = with_primaries(base_analysis(tmp_path), [[0.01, 0.02, 0.03, 0.04, 0.05], None, None])
+    rows = "\n".join(claims_table(a.claims, a.labels))
+    assert (
+        "| P1 | InfoReg raises fused accuracy over joint training | InfoReg (paper) vs Joint "
+        "training, `acc` | +3.00 ± 0.71 | 4.24 (2.776) | 5 of 5 | **holds** |"
+    ) in rows
+    assert "| P2 |" in rows and "| – | – | – | not run: inforeg: no finished run |" in rows
+    assert rows.count("\n| S") == 17  # every secondary listed, run or not
