@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -368,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="no data build, no training")
     p.add_argument("--calibrate-only", action="store_true", help="stop after the calibration")
     args = p.parse_args(argv)
+    # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so run_all stops its children
+    # instead of leaving them to finish unsupervised while a later invocation starts them again
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.seeds < 1 or args.parallel < 1:
         p.error("--seeds and --parallel must be >= 1")
     study = STUDIES[args.study]
