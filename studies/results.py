@@ -103,10 +103,13 @@ def finished_run(folder: Path, method: str, seed: int) -> tuple[Run | None, str]
         wanted = json.loads(config.read_text())["run"]["epochs"] if config.is_file() else None
         if run.epochs and (wanted is None or len(run.epochs) >= wanted):
             return run, ""
-        reason = f"stopped after {len(run.epochs)} of {wanted or '?'} epochs"
+        reason = f"{len(run.epochs)} of {wanted or '?'} epochs"
     summary = folder / "summary.json"
     if summary.is_file():
-        reason += f", exit code {json.loads(summary.read_text()).get('exit_code')}"
+        exit_code = json.loads(summary.read_text()).get("exit_code")
+        reason = f"stopped after {reason}, exit code {exit_code}"
+    elif metrics.is_file():
+        reason = f"unfinished (training, or stopped without a summary) after {reason}"
     log = folder / "train.log"
     if log.is_file():
         errors = [
