@@ -17,7 +17,7 @@ from studies import paper
 from studies.analysis import Analysis
 from studies.avmnist import Study
 from studies.claims import NOT_RUN, SCHEDULE_RUNS, Claim
-from studies.paired import HOLDS, NOT_SHOWN, REVERSED, t_critical
+from studies.paired import HOLDS, NOT_MEASURED, NOT_SHOWN, REVERSED, t_critical
 from studies.results import is_regulated
 from studies.tables import (
     imbalance_table,
@@ -82,7 +82,7 @@ def claims_table(claims: Sequence[Claim], labels: Mapping[str, str]) -> list[str
 
 def tally(claims: Sequence[Claim]) -> str:
     verdicts = [c.verdict for c in claims]
-    kinds = (HOLDS, NOT_SHOWN, REVERSED, NOT_RUN)
+    kinds = (HOLDS, NOT_SHOWN, REVERSED, NOT_MEASURED, NOT_RUN)
     return ", ".join(f"{verdicts.count(v)} {v}" for v in kinds if verdicts.count(v))
 
 
@@ -110,7 +110,7 @@ def verdict_lines(a: Analysis) -> list[str]:
         else:
             numbers = claim_numbers(c, a.labels)
             lines.append(f"- **{c.spec.key}** {c.spec.text}: {numbers}: **{c.verdict}**.")
-    tested = [c for c in secondary if c.result is not None]
+    tested = [c for c in secondary if c.result is not None and c.verdict != NOT_MEASURED]
     lines += [
         "",
         f"Secondary claims (S1-S4, {len(secondary)} paired comparisons): {tally(secondary)}. "

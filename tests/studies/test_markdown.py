@@ -69,3 +69,16 @@ def test_claim_rows(tmp_path: Path) -> None:
     ) in rows
     assert "| P2 |" in rows and "| – | – | – | not run: inforeg: no finished run |" in rows
     assert rows.count("\n| S") == 17  # every secondary listed, run or not
+
+
+def test_secondaries_with_one_seed_are_not_counted_as_tested(tmp_path: Path) -> None:
+    """A comparison over one common seed has no standard error: counted as not measured, and
+    left out of the number the multiple-comparison caveat counts."""
+    a = base_analysis(tmp_path)
+    one_seed = Claim(spec=a.claims[3].spec, result=paired({0: 0.02}, {0: 0.0}))
+    two_seeds = Claim(spec=a.claims[4].spec, result=paired({0: 0.02, 1: 0.01}, {0: 0.0, 1: 0.0}))
+    assert not one_seed.spec.primary and not two_seeds.spec.primary
+    a = replace(a, claims=[*a.claims[:3], one_seed, two_seeds])
+    text = verdict(a)
+    assert "(S1-S4, 2 paired comparisons): 1 not shown, 1 not measured." in text
+    assert "With 1 comparisons tested at the 5 % level" in text
