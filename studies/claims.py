@@ -217,11 +217,17 @@ def dose_response(
         missing = [k for k in series if not groups.get(k)]
         return DoseResponse(methods=tuple(series), not_run=missing_reason(missing, groups, not_run))
     base = {r.seed: r for r in groups[joint]}
+    # only seeds in which every member of the series ran: a seed with part of the series gives
+    # a correlation over fewer levels (two give +-1), not the protocol's test
+    complete = set(base).intersection(*({r.seed for r in groups[k]} for k in ran))
+    if len(complete) < 2:
+        reason = f"the whole series finished in {len(complete)} seed(s); 2 or more are needed"
+        return DoseResponse(methods=tuple(series), not_run=reason)
     points = []
     for key in [joint, *ran]:
         for run in groups[key]:
             ref = base.get(run.seed)
-            if ref is None:
+            if ref is None or run.seed not in complete:
                 continue
             points.append(
                 DosePoint(
@@ -238,7 +244,7 @@ def dose_response(
             [p.regulated for p in points if p.seed == seed],
             [p.weak_gain for p in points if p.seed == seed],
         )
-        for seed in sorted(base)
+        for seed in sorted(complete)
     }
     needed = math.ceil(0.8 * len(per))
     positive = sum(r > 0 for r in per.values())

@@ -153,3 +153,12 @@ def test_analyse_picks_the_weak_modality_from_joint(tmp_path: Path) -> None:
     assert a.dose.verdict == NOT_RUN and "inforeg_always" in a.dose.not_run  # series incomplete
     with pytest.raises(ValueError, match="no finished run of a trained"):
         analyse(AVMNIST.methods, [], {}, "video")
+
+
+def test_dose_response_uses_only_seeds_with_the_whole_series(tmp_path: Path) -> None:
+    # inforeg_always ran in seed 0 only: seed 1 has two levels (rho +-1 by construction), so
+    # only seed 0 is complete, and one complete seed is not enough to test
+    gains = {"joint": [0.0, 0.0], "inforeg": [0.02, 0.01], "inforeg_always": [0.03]}
+    runs = dose_runs(tmp_path, gains, {"joint": 0, "inforeg": 2, "inforeg_always": 3})
+    d = dose_response(["joint", "inforeg", "inforeg_always"], by_method(runs), "video", "audio", {})
+    assert d.verdict == NOT_RUN and "finished in 1 seed(s)" in d.not_run
