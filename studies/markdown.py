@@ -332,9 +332,23 @@ def header_lines(study: Study, meta: Mapping[str, Any]) -> list[str]:
         f"**Wall time.** {len(meta.get('runs', []))} runs ({meta.get('seeds')} seeds, "
         f"{meta.get('epochs')} epochs each) trained in {len(sessions)} session(s) of "
         f"`studies.runner` totalling **{wall / 60:.1f} min** (calibration and data build "
-        f"included) on {meta.get('machine', 'unknown')}.{load}",
+        f"included) on {meta.get('machine', 'unknown')}.{load}{unrecorded_text(meta)}",
         "",
     ]
+
+
+def unrecorded_text(meta: Mapping[str, Any]) -> str:
+    """The runs whose training time no recorded session holds (a runner killed before it
+    recorded; the runner now records after every run), so the total above leaves them out."""
+    recorded = {name for s in meta.get("sessions", []) for name in s.get("trained", {})}
+    missing = [name for name in meta.get("runs", []) if name not in recorded]
+    if not missing:
+        return ""
+    return (
+        f" **{len(missing)} of the runs are not in that total**: they were trained by runner "
+        "invocations stopped before they could record their time (the runner now records its "
+        "session after every run)."
+    )
 
 
 def traceability_lines(meta: Mapping[str, Any]) -> list[str]:

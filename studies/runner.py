@@ -28,22 +28,21 @@ killed study continues where it stopped:
    and the small result files.
 
 Wall time and the machine's load average are recorded in ``OUT/study.json`` (one entry per
-invocation) and reported.
+invocation, rewritten after every run; `studies.sessions`) and reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
-import platform
 import shlex
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,8 @@ from studies.avmnist import STUDIES, Study
 from studies.calibration import Candidate
 from studies.results import Method, Run, load_run
 from studies.results_doc import write_study_report
-from studies.run_folder import record_provenance, with_added_defaults
+from studies.run_folder import with_added_defaults
+from studies.sessions import Session, record_session, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "launch" / "train.py"
@@ -170,80 +170,6 @@ def run_state(spec: RunSpec, expected: dict[str, Any]) -> str:
     return "new"
 
 
-@dataclass
-class Session:
-    """What one invocation did, appended to OUT/study.json."""
-
-    parallel: int = 1
-    started: float = field(default_factory=time.time)
-    finished: float = 0.0
-    trained: dict[str, float] = field(default_factory=dict)
-    """run name -> its wall seconds."""
-    failed: dict[str, int] = field(default_factory=dict)
-    """run name -> exit code."""
-    skipped: list[str] = field(default_factory=list)
-    load_samples: list[float] = field(default_factory=list)
-    """1-minute load average, sampled every 30 s while runs trained."""
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["wall_s"] = self.finished - self.started
-        out["cpu_count"] = os.cpu_count()
-        out["platform"] = platform.platform()
-        if self.load_samples:
-            out["load_mean"] = sum(self.load_samples) / len(self.load_samples)
-            out["load_max"] = max(self.load_samples)
-        return out
-
-
-def run_all(
-    specs: Sequence[RunSpec],
-    parallel: int,
-    session: Session,
-    log: Callable[[str], None] = print,
-    python: str = sys.executable,
-) -> None:
-    """Train `specs` as subprocesses, `parallel` at a time; output to each run's train.log."""
-    pending = list(specs)
-    running: dict[str, tuple[RunSpec, subprocess.Popen[bytes], float, Any]] = {}
-    last_sample = 0.0
-    try:
-        while pending or running:
-            while pending and len(running) < parallel:
-                spec = pending.pop(0)
-                spec.out_dir.mkdir(parents=True, exist_ok=True)
-                record_provenance(spec.out_dir)
-                out = (spec.out_dir / "train.log").open("ab")
-                proc = subprocess.Popen(spec.command(python), stdout=out, stderr=subprocess.STDOUT)
-                running[spec.name] = (spec, proc, time.perf_counter(), out)
-                log(f"study: started {spec.name} (pid {proc.pid})")
-            time.sleep(1.0)
-            if time.perf_counter() - last_sample >= 30.0:
-                session.load_samples.append(os.getloadavg()[0])
-                last_sample = time.perf_counter()
-            for name in list(running):
-                spec, proc, t0, out = running[name]
-                code = proc.poll()
-                if code is None:
-                    continue
-                out.close()
-                del running[name]
-                wall = time.perf_counter() - t0
-                if code == 0:
-                    session.trained[name] = wall
-                    log(f"study: finished {name} in {wall / 60:.1f} min")
-                else:
-                    session.failed[name] = code
-                    log(f"study: {name} FAILED (exit {code}); see {spec.out_dir / 'train.log'}")
-    finally:
-        # Interrupted (Ctrl-C, an error): stop our own children; their checkpoints stay, so
-        # the next invocation resumes them.
-        for _, proc, _, out in running.values():
-            proc.terminate()
-            proc.wait()
-            out.close()
-
-
 def runnable(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], dict[str, str]]:
     """The specs whose configuration builds, and method -> the configuration error of those
     that do not (protocol section 2: reported as not run, never replaced by something else)."""
@@ -265,13 +191,14 @@ def train(
     session: Session,
     train_missing: bool,
     strict: bool = True,
+    on_run_end: Callable[[], object] = lambda: None,
 ) -> list[RunSpec]:
     """Train the specs that are not finished (when `train_missing`); return those still missing.
     StudyError when a run fails and `strict` (the calibration cannot choose without its runs;
     the study's report lists a failed run instead)."""
     todo = [s for s in specs if run_state(s, expected_config(s)) != "done"]
     if todo and train_missing:
-        run_all(todo, parallel, session, lambda s: print(s, flush=True))
+        run_all(todo, parallel, session, lambda s: print(s, flush=True), on_run_end=on_run_end)
         if session.failed and strict:
             raise StudyError(f"{len(session.failed)} run(s) failed: {sorted(session.failed)}")
         todo = [s for s in specs if run_state(s, expected_config(s)) != "done"]
@@ -283,7 +210,12 @@ def load_runs(specs: Sequence[RunSpec]) -> list[Run]:
 
 
 def calibrate(
-    study: Study, out: Path, parallel: int, session: Session, train_missing: bool = True
+    study: Study,
+    out: Path,
+    parallel: int,
+    session: Session,
+    train_missing: bool = True,
+    on_run_end: Callable[[], object] = lambda: None,
 ) -> dict[str, Any]:
     """Protocol section 1: try the candidates in order with unregulated runs on the calibration
     seeds (joint first; the encoders alone only where joint meets C1), stop at the first that
@@ -299,13 +231,13 @@ def calibrate(
                         folder=f"calibration/{chosen.name}")  # fmt: skip
 
         joint_key, *alone_keys = study.calibration_methods
-        if train(specs([joint_key]), parallel, session, train_missing):
+        if train(specs([joint_key]), parallel, session, train_missing, on_run_end=on_run_end):
             raise StudyError(f"calibration {candidate.name}: joint runs missing (--report-only)")
         joint_runs[candidate.name] = load_runs(specs([joint_key]))
         result = calibration.evaluate(joint_runs[candidate.name], {}, study.strong, study.weak,
                                       study.criteria)  # fmt: skip
         if result["C1"]["met"]:
-            if train(specs(alone_keys), parallel, session, train_missing):
+            if train(specs(alone_keys), parallel, session, train_missing, on_run_end=on_run_end):
                 raise StudyError(f"calibration {candidate.name}: runs missing (--report-only)")
             alone = {k.removesuffix("_only"): load_runs(specs([k])) for k in alone_keys}
             result = calibration.evaluate(joint_runs[candidate.name], alone, study.strong,
@@ -326,14 +258,6 @@ def calibrate(
     path.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"study: calibration chose {chosen} ({why}); dose thresholds {dose['thresholds']}")
     return summary
-
-
-def record_session(out: Path, session: Session) -> list[dict[str, Any]]:
-    path = out / "study.json"
-    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
-    sessions.append(session.to_json())
-    path.write_text(json.dumps({"sessions": sessions}, indent=1) + "\n")
-    return list(sessions)
 
 
 def build_dataset(study: Study, source: Path, out: Path, log: Callable[[str], None]) -> None:
@@ -384,7 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if train_missing:
             out.mkdir(parents=True, exist_ok=True)
             build_dataset(study, args.source, out, lambda s: print(s, flush=True))
-        chosen = calibrate(study, out, args.parallel, session, train_missing)
+        progress = functools.partial(record_session, out, session)
+        chosen = calibrate(study, out, args.parallel, session, train_missing, progress)
         if args.calibrate_only:
             return finish(out, session, train_missing)
         recipe = study.candidate(chosen["chosen"]).overrides()
@@ -408,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{sum(v == 'new' for v in states.values())} to start; out {out}",
             flush=True,
         )
-        missing = train(specs, args.parallel, session, train_missing, strict=False)
+        missing = train(specs, args.parallel, session, train_missing, False, progress)
         finish(out, session, train_missing)
     except StudyError as e:
         finish(out, session, train_missing)

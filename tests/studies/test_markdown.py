@@ -9,7 +9,7 @@ from pathlib import Path
 from studies.analysis import Analysis, analyse
 from studies.avmnist import AVMNIST
 from studies.claims import Claim
-from studies.markdown import claims_table, verdict_lines
+from studies.markdown import claims_table, header_lines, verdict_lines
 from studies.paired import paired
 from tests.studies.synthetic import make_run
 
@@ -82,3 +82,13 @@ def test_secondaries_with_one_seed_are_not_counted_as_tested(tmp_path: Path) -> 
     text = verdict(a)
     assert "(S1-S4, 2 paired comparisons): 1 not shown, 1 not measured." in text
     assert "With 1 comparisons tested at the 5 % level" in text
+
+
+def test_the_wall_time_says_which_runs_no_recorded_session_holds() -> None:
+    session = {"wall_s": 600.0, "trained": {"joint/seed0": 300.0, "joint/seed1": 290.0}}
+    meta = {"runs": ["joint/seed0", "joint/seed1"], "sessions": [session], "seeds": 2}
+    (recorded,) = [line for line in header_lines(AVMNIST, meta) if "Wall time" in line]
+    assert "**10.0 min**" in recorded and "not in that total" not in recorded
+    meta["runs"] = [*meta["runs"], "inforeg/seed0"]
+    (partial,) = [line for line in header_lines(AVMNIST, meta) if "Wall time" in line]
+    assert "**1 of the runs are not in that total**" in partial

@@ -22,12 +22,9 @@ from studies.results import Run, final_metrics
 from studies.runner import (
     ROOT,
     RunSpec,
-    Session,
     StudyError,
     expected_config,
     plan,
-    record_session,
-    run_all,
     run_state,
     runnable,
 )
@@ -179,21 +176,6 @@ def test_run_state_new_resume_done_and_foreign(tmp_path: Path) -> None:
     changed = config_to_dict(load_config(s.config, [*s.overrides, "regulator.agm_clip=false"]))
     with pytest.raises(StudyError, match="regulator"):
         run_state(s, changed)
-
-
-def test_run_all_runs_everything_in_parallel_and_records_failures(tmp_path: Path) -> None:
-    specs = plan(AVMNIST, tmp_path, seeds=2, methods=["joint", "inforeg"])
-    session = Session(parallel=2)
-    run_all(specs, 2, session, log=lambda _: None, python="true")
-    assert sorted(session.trained) == sorted(s.name for s in specs) and not session.failed
-    assert all((s.out_dir / "train.log").is_file() for s in specs)
-    failing = Session(parallel=1)
-    run_all(specs[:1], 1, failing, log=lambda _: None, python="false")
-    assert failing.failed == {specs[0].name: 1}
-    session.finished = session.started + 5.0
-    record_session(tmp_path, session)
-    sessions = record_session(tmp_path, failing)
-    assert len(sessions) == 2 and sessions[0]["wall_s"] == 5.0 and sessions[0]["parallel"] == 2
 
 
 def test_data_commands_and_manifest_reuse(tmp_path: Path) -> None:
