@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from launch.config import load_config
 from studies.analysis import Analysis, analyse
+from studies.audit import audit_run
 from studies.avmnist import Study
 from studies.calibration_report import CalibrationView, calibration_lines, load_calibration
 from studies.figures import write_figures
@@ -132,6 +133,8 @@ def write_study_report(
     checked = check_runs(regulated, protocol, git_is_ancestor(root)) if protocol else []
     meta = study_meta(study, specs, a, sessions, epochs, out, results_dir, root)
     meta["unfinished"] = unfinished
+    audits = {name: audit_run(by_name[name].out_dir) for name in meta["runs"]}
+    meta["audit_problems"] = {name: found for name, found in audits.items() if found}
     summary_path = results_dir / "summary.json"
     summary = to_json(a, view, meta, protocol_info(protocol, checked))
     summary_path.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
@@ -144,7 +147,11 @@ def write_study_report(
             analysis=a,
             setup=setup,
             calibration=calibration_lines(view, study, rel_figures.get("calibration", "")),
-            provenance=provenance_lines(protocol, checked) + unfinished_lines(unfinished),
+            provenance=[
+                *provenance_lines(protocol, checked),
+                *audit_lines(audits),
+                *unfinished_lines(unfinished),
+            ],
             figures=rel_figures,
             meta=meta,
         )
@@ -152,6 +159,23 @@ def write_study_report(
     )
     written.append(report)
     return written
+
+
+def audit_lines(audits: Mapping[str, Sequence[str]]) -> list[str]:
+    """Protocol section 5: what `studies.audit` found in each finished run's records."""
+    failing = {name: found for name, found in audits.items() if found}
+    return [
+        f"**Audit** (protocol section 5; `python -m studies.audit RUN` checks the records' schema, "
+        "recomputes every window and regulation decision from the logged traces and scores, and "
+        f"looks for non-finite values): **{len(audits) - len(failing)} of {len(audits)} finished "
+        "runs agree with METHOD.md**" + (":" if failing else "."),
+        "",
+        *(
+            f"- `{name}`: {len(found)} problem(s); the first: {found[0]}"
+            for name, found in failing.items()
+        ),
+        *([""] if failing else []),
+    ]
 
 
 def unfinished_lines(unfinished: Mapping[str, str]) -> list[str]:

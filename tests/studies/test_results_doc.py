@@ -120,6 +120,14 @@ def test_report_from_synthetic_runs(tmp_path: Path) -> None:
     assert (
         "Series: Joint training, InfoReg, K = 0.08, InfoReg (paper), InfoReg, every epoch" in flat
     )
+    # the audit recomputes each run's decisions from its records: these synthetic configs say
+    # joint training, so the 17 runs whose records regulate audio disagree, and are listed
+    assert "**27 of 44 finished runs agree with METHOD.md**:" in flat
+    assert (
+        "- `inforeg/seed0`: 1 problem(s); the first: step 29: joint training never regulates, "
+        "but regulated is set" in flat
+    )
+    assert "- `joint/seed0`" not in text
     assert "**Chosen: b64**" in text and "![calibration](r/calibration.png)" in text
     if protocol_commit(ROOT) is not None:  # a git checkout
         assert "**23 of 24 regulated runs**" in flat
