@@ -231,9 +231,13 @@ def tables_lines(a: Analysis, study: Study) -> list[str]:
         "`regulated.<m>`, per seed, and epochs with the modality's window open. InfoReg sets it "
         "where its pull is applied; OGM / OGM-GE on the dominant modality in its modulation "
         "epochs; AGM on every modality in its modulation epochs (its k may then be near 1); "
-        "PMR where its prototype term has a positive weight; G-Blending and MMPareto wherever "
-        "their schedule allows. A method that never regulated the strong modality while its "
-        "window was open is an implementation failure by protocol section 5, not a result.",
+        "PMR where its prototype term, which speeds a modality up, has a positive weight; "
+        "Greedy on the modality it cares for (by its rule the one learning slower) where that "
+        "modality's MMTM gate was replaced by its running average; G-Blending and MMPareto "
+        "wherever their schedule allows. So PMR's and Greedy's flags mark help given to a "
+        "modality, the others' a slowing or a reweighting. By protocol section 5 a method that "
+        "never acted while the strong modality's window was open (for the methods that slow "
+        "it: never regulated it there) is an implementation failure, not a result.",
         "",
         *regulation_table([m for m in a.methods if is_regulated(m)], a.groups, a.modalities),
         "",
