@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # studies.runner imports this module; annotations only
 
 @dataclass
 class Session:
-    """What one invocation did, appended to OUT/study.json."""
+    """What one invocation did: its record in OUT/study.json, rewritten after every run."""
 
     parallel: int = 1
     started: float = field(default_factory=time.time)
