@@ -211,24 +211,20 @@ def dose_response(
     """S5 over `series` (joint, the dose runs, inforeg, inforeg_always), tested only when every
     member ran: a correlation over part of the series (two levels give +-1 in every seed) is
     not the protocol's test."""
-    joint, *rest = series
-    ran = [k for k in rest if groups.get(k)]
-    if not groups.get(joint) or len(ran) < len(rest):
-        missing = [k for k in series if not groups.get(k)]
-        return DoseResponse(methods=tuple(series), not_run=missing_reason(missing, groups, not_run))
+    joint = series[0]
+    if any(not groups.get(k) for k in series):
+        return DoseResponse(methods=tuple(series), not_run=missing_reason(series, groups, not_run))
     base = {r.seed: r for r in groups[joint]}
-    # only seeds in which every member of the series ran: a seed with part of the series gives
-    # a correlation over fewer levels (two give +-1), not the protocol's test
-    complete = set(base).intersection(*({r.seed for r in groups[k]} for k in ran))
+    complete = set(base).intersection(*({r.seed for r in groups[k]} for k in series[1:]))
     if len(complete) < 2:
         reason = f"the whole series finished in {len(complete)} seed(s); 2 or more are needed"
         return DoseResponse(methods=tuple(series), not_run=reason)
     points = []
-    for key in [joint, *ran]:
+    for key in series:
         for run in groups[key]:
-            ref = base.get(run.seed)
-            if ref is None or run.seed not in complete:
+            if run.seed not in complete:
                 continue
+            ref = base[run.seed]
             points.append(
                 DosePoint(
                     method=key,
@@ -250,14 +246,13 @@ def dose_response(
     positive = sum(r > 0 for r in per.values())
     holds = rho > 0 and positive >= needed
     return DoseResponse(
-        methods=(joint, *ran),
+        methods=tuple(series),
         points=tuple(points),
         rho=rho,
         rho_fused=spearman([p.regulated for p in points], [p.fused_gain for p in points]),
         per_seed=per,
         needed=needed,
         verdict=HOLDS if holds else NOT_SHOWN,
-        not_run=missing_reason(rest, groups, not_run),
     )
 
 
